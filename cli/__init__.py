@@ -1,0 +1,1 @@
+"""The `gossipmesh` command line (imported as `gossipmesh.cli`)."""

@@ -1,0 +1,1 @@
+"""MagicDNS: `.mesh` names answered in-process (imported as `gossipmesh.dns`)."""

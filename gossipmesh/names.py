@@ -1,0 +1,114 @@
+"""Node names: DNS label rules, key-derived names and the name-conflict rule.
+
+Every node answers to a name derived from its key (`gm-` and 16 base32
+characters of its node id) that no other key can hold, and may claim one
+human name. Conflicts between human claims are settled like IPv4 claims:
+the earliest `claimed_since` wins, equal times go to the lower node id. The
+loser keeps its key-derived name, so it stays reachable by name.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from gossipmesh.errors import LabelError
+
+MAX_LABEL_LENGTH = 63
+KEY_NAME_PREFIX = "gm-"
+_LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+
+
+def normalize_label(label: str) -> str:
+    """Lower-case and validate one DNS label (RFC 1035: letters, digits, hyphen)."""
+    if not isinstance(label, str):
+        raise LabelError("a name must be text")
+    if not label.isascii():
+        raise LabelError(f"name {label!r}: only ASCII letters, digits and hyphens are allowed")
+    lowered = label.lower()
+    if not lowered:
+        raise LabelError("a name cannot be empty")
+    if len(lowered) > MAX_LABEL_LENGTH:
+        raise LabelError(f"name {label!r}: longer than {MAX_LABEL_LENGTH} characters")
+    if not _LABEL_RE.match(lowered):
+        raise LabelError(
+            f"name {label!r}: use letters, digits and hyphens, "
+            "starting and ending with a letter or digit"
+        )
+    return lowered
+
+
+def is_valid_label(label: str) -> bool:
+    try:
+        normalize_label(label)
+    except LabelError:
+        return False
+    return True
+
+
+def key_name(node_id: bytes) -> str:
+    """The name only this node id can hold: `gm-` + 16 base32 characters (80 bits)."""
+    return KEY_NAME_PREFIX + base64.b32encode(node_id[:10]).decode("ascii").lower()
+
+
+def is_key_name(label: str) -> bool:
+    """Whether a label has the form of a key-derived name (reserved for keys)."""
+    return label.lower().startswith(KEY_NAME_PREFIX) and len(label) == len(KEY_NAME_PREFIX) + 16
+
+
+def check_claimable(label: str, node_id: bytes) -> str:
+    """Validate a human name claim by `node_id`; returns the normalized label.
+
+    Key-shaped names are refused unless they are the claimant's own, so no one
+    can squat another node's key name.
+    """
+    normalized = normalize_label(label)
+    if is_key_name(normalized) and normalized != key_name(node_id):
+        raise LabelError(
+            f"name {label!r}: names of the form {KEY_NAME_PREFIX}XXXXXXXXXXXXXXXX "
+            "are reserved for key-derived names"
+        )
+    return normalized
+
+
+def default_name_from_hostname(hostname: str, node_id: bytes) -> str:
+    """The default claim: the first label of the hostname, if valid, else the key name."""
+    first = hostname.split(".", 1)[0]
+    try:
+        return check_claimable(first, node_id)
+    except LabelError:
+        return key_name(node_id)
+
+
+@dataclass(frozen=True, order=True)
+class NameClaim:
+    """A node's signed claim on a human name."""
+
+    claimed_since: int
+    node_id: bytes
+    name: str
+
+
+def resolve_name_claims(claims: Iterable[NameClaim]) -> Mapping[str, bytes]:
+    """Who holds each claimed name: earliest `claimed_since`, then lowest node id.
+
+    Invalid claims (bad labels, someone else's key name) are ignored; a node
+    holds at most its earliest-ordered valid claim. Order of input is irrelevant.
+    """
+    valid: list[NameClaim] = []
+    for claim in set(claims):
+        try:
+            normalized = check_claimable(claim.name, claim.node_id)
+        except LabelError:
+            continue
+        valid.append(NameClaim(claim.claimed_since, claim.node_id, normalized))
+    holders: dict[str, bytes] = {}
+    nodes_with_name: set[bytes] = set()
+    for claim in sorted(valid):
+        if claim.name in holders or claim.node_id in nodes_with_name:
+            continue
+        holders[claim.name] = claim.node_id
+        nodes_with_name.add(claim.node_id)
+    return holders

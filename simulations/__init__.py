@@ -1,0 +1,1 @@
+"""The virtual-time simulator (imported as `gossipmesh.simulations`)."""
