@@ -1,0 +1,1 @@
+"""Discovery: a private, signed Kademlia DHT on the node's one UDP port."""

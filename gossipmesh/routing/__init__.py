@@ -1,0 +1,1 @@
+"""Link-state gossip, routing tables and relay decisions (sans-IO)."""

@@ -1,0 +1,1 @@
+"""The asyncio runtime: the one UDP socket, TUN, timers, control socket. No protocol decisions."""

@@ -1,0 +1,1 @@
+"""WireGuard-compatible sessions: handshake, transport, anti-replay, timers (sans-IO)."""

@@ -1,0 +1,48 @@
+"""The first byte of every datagram on a node's one UDP port.
+
+1-4 are WireGuard's own message types, byte-compatible with stock WireGuard
+peers. Everything gossipmesh adds takes a number above them, so a stock peer
+never receives anything it does not understand.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class MessageType(IntEnum):
+    HANDSHAKE_INITIATION = 1
+    HANDSHAKE_RESPONSE = 2
+    COOKIE_REPLY = 3
+    TRANSPORT_DATA = 4
+    DHT = 5
+    """A `kademlia` RPC datagram sealed with the network's DHT key."""
+
+
+def message_type(datagram: bytes) -> MessageType | None:
+    """The type of a received datagram, or None when unknown (to be dropped and counted)."""
+    if not datagram:
+        return None
+    try:
+        return MessageType(datagram[0])
+    except ValueError:
+        return None
+
+
+class PayloadKind(IntEnum):
+    """The first byte of a decrypted transport payload, above IP's version nibble.
+
+    IPv4 (0x4_) and IPv6 (0x6_) packets go to the TUN device; these values are
+    gossipmesh control messages, chosen outside 0x40-0x6F.
+    """
+
+    GOSSIP = 0x10
+    PING = 0x11
+    PONG = 0x12
+    RELAY = 0x13
+    ENDPOINT_HINT = 0x14
+    RENDEZVOUS = 0x15
+
+
+def is_ip_packet(payload: bytes) -> bool:
+    return bool(payload) and (payload[0] >> 4) in (4, 6)
