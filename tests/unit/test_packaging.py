@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -35,9 +38,21 @@ def test_declared_packages_import() -> None:
         importlib.import_module(name)
 
 
-def test_no_top_level_dns_cli_or_simulations() -> None:
+def test_no_top_level_dns_cli_or_simulations(tmp_path: Path) -> None:
+    """Outside the source tree, `dns`, `cli` and `simulations` are not ours."""
     import gossipmesh.dns
 
     assert Path(gossipmesh.dns.__file__).parent == ROOT / "dns"
-    for generic in ("cli", "simulations"):
-        assert importlib.util.find_spec(generic) is None
+    probe = (
+        "import importlib.util, json\n"
+        "found = {}\n"
+        "for name in ('dns', 'cli', 'simulations'):\n"
+        "    spec = importlib.util.find_spec(name)\n"
+        "    found[name] = spec.origin if spec else None\n"
+        "print(json.dumps(found))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
+    for name, origin in json.loads(result.stdout).items():
+        assert origin is None or not origin.startswith(str(ROOT)), f"{name} leaks as top level"
