@@ -150,7 +150,9 @@ def parse_key_file(data: bytes, source: str = "key file") -> Identity:
     try:
         seed = base64.b64decode(lines[1].strip(), validate=True)
     except (binascii.Error, ValueError):
-        raise KeyFileError(f"{source}: key file is corrupt (key is not valid base64)") from None
+        raise KeyFileError(
+            f"{source}: key file is corrupt or truncated (key is not valid base64)"
+        ) from None
     if len(seed) != 32:
         raise KeyFileError(
             f"{source}: key file is corrupt or truncated (key is {len(seed)} bytes, expected 32)"

@@ -18,7 +18,7 @@ from gossipmesh.errors import LabelError
 
 MAX_LABEL_LENGTH = 63
 KEY_NAME_PREFIX = "gm-"
-_LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+_LABEL_RE = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
 
 
 def normalize_label(label: str) -> str:
@@ -32,7 +32,7 @@ def normalize_label(label: str) -> str:
         raise LabelError("a name cannot be empty")
     if len(lowered) > MAX_LABEL_LENGTH:
         raise LabelError(f"name {label!r}: longer than {MAX_LABEL_LENGTH} characters")
-    if not _LABEL_RE.match(lowered):
+    if not _LABEL_RE.fullmatch(lowered):
         raise LabelError(
             f"name {label!r}: use letters, digits and hyphens, "
             "starting and ending with a letter or digit"
