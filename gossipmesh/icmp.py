@@ -35,7 +35,7 @@ def internet_checksum(data: bytes) -> int:
 
 def _ipv4_is_error_or_fragment(packet: bytes) -> bool:
     header_length = (packet[0] & 0x0F) * 4
-    fragment_offset = struct.unpack_from("!H", packet, 6)[0] & 0x1FFF
+    fragment_offset: int = struct.unpack_from("!H", packet, 6)[0] & 0x1FFF
     if fragment_offset:
         return True  # only the first fragment may draw an ICMP error
     return (
