@@ -4,6 +4,9 @@ pytun opens the device (IFF_TUN | IFF_NO_PI: every read is one bare IP
 packet); its address setter knows only IPv4, so addresses, MTU, routes and
 link state go through netlink (pyroute2) for both families. The fd is set
 non-blocking so an asyncio reader can drain it until EAGAIN with os.read.
+
+pyroute2's synchronous IPRoute runs an asyncio loop of its own, so from
+inside a running loop call these in a thread: `await asyncio.to_thread(open_tun, ...)`.
 """
 
 from __future__ import annotations

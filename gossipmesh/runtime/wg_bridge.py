@@ -391,7 +391,11 @@ async def run(config: BridgeConfig) -> BridgeStats:
     sock = open_socket(config.listen_address, config.listen_port)
     networks = [network for peer in config.peers for network in peer.allowed_ips]
     try:
-        with open_tun(config.interface, config.mtu, config.addresses, networks) as tun:
+        # pyroute2's synchronous API runs an event loop of its own: not in this thread.
+        tun = await asyncio.to_thread(
+            open_tun, config.interface, config.mtu, config.addresses, networks
+        )
+        with tun:
             now = loop.time()
             for entry in config.peers:
                 peer = manager.add_peer(
