@@ -140,7 +140,7 @@ class MeshAnswerer:
             return self._header_only(header, Rcode.FORMERR)
         if header.opcode != OPCODE_QUERY:
             return self._header_only(header, Rcode.NOTIMP)
-        if len(request.questions) != 1:
+        if len(request.questions) != 1 or not _well_formed_name(request.questions[0].qname):
             return self._header_only(header, Rcode.FORMERR)
         return self._answer_query(request, view, transport)
 
@@ -413,6 +413,12 @@ class MeshAnswerer:
             rcode=int(rcode),
         )
         return Reply(bytes(DNSRecord(reply).pack()))
+
+
+def _well_formed_name(name: DNSLabel) -> bool:
+    """RFC 1035 limits that dnslib's parser does not enforce (it reads 0x40-0x7f as lengths)."""
+    labels = name.label
+    return all(len(label) <= 63 for label in labels) and sum(len(x) + 1 for x in labels) < 256
 
 
 def _presentable(labels: tuple[bytes, ...]) -> str | None:

@@ -64,11 +64,18 @@ def read_upstreams(
     A missing or unreadable file gives no upstreams (forwarding then answers
     SERVFAIL) rather than falling back to anything implicit.
     """
-    excluded = {ipaddress.ip_address(str(address)) for address in exclude}
     try:
         text = resolv_conf.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return []
+    return parse_nameservers(text, exclude)
+
+
+def parse_nameservers(
+    text: str, exclude: Iterable[str | ipaddress.IPv4Address | ipaddress.IPv6Address] = ()
+) -> list[str]:
+    """The distinct `nameserver` addresses of resolv.conf text, minus `exclude`."""
+    excluded = {ipaddress.ip_address(str(address)) for address in exclude}
     upstreams: list[str] = []
     for line in text.splitlines():
         fields = line.split()
