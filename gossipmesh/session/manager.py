@@ -695,7 +695,7 @@ class SessionManager:
         timers = self.timers
         if peer.retransmit_at is not None and now >= peer.retransmit_at:
             peer.retransmit_at = None
-            if peer.handshake_attempts >= timers.max_handshake_attempts:
+            if peer.handshake_attempts > timers.max_handshake_attempts:
                 self._abandon_handshake(peer, now)
             else:
                 peer.handshake_attempts += 1
