@@ -78,7 +78,7 @@ class LinkMonitor:
         pings: list[tuple[bytes, Ping]] = []
         dead: list[bytes] = []
         for node_id, state in self.neighbours.items():
-            if not state.dead and now - state.last_pong_at >= self.timing.dead_after:
+            if not state.dead and now >= state.last_pong_at + self.timing.dead_after:
                 state.dead = True
                 state.srtt_us = None
                 dead.append(node_id)
