@@ -140,6 +140,10 @@ class RoutingStats:
     def total_bytes_in(self) -> int:
         return sum(self.bytes_in.values())
 
+    def gossip_bytes_out(self) -> int:
+        """Bytes of topology upkeep sent: gossip, pings and pongs (not relayed traffic)."""
+        return sum(n for kind, n in self.bytes_out.items() if kind != "relay")
+
 
 def _kind_name(payload: bytes) -> str:
     if not payload:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from gossipmesh.routing.core import NeighbourDead, RoutingCore
+from gossipmesh.routing.core import BroadcastReceived, NeighbourDead, RoutingCore
 from gossipmesh.routing.linkstate import LinkStateRecord
 from gossipmesh.routing.timing import RoutingTiming
 
@@ -220,3 +220,21 @@ def test_a_flapping_link_is_damped() -> None:
     # The link comes back once the penalty has decayed.
     policy = mesh.timing.damping
     mesh.run_until_true(lambda: b in core.records()[a].neighbours(), policy.max_suppress + 10)
+
+
+def test_a_broadcast_reaches_every_node_exactly_once() -> None:
+    mesh, nodes = build(seed=16)
+    settle(mesh)
+    for events in mesh.events.values():
+        events.clear()
+    sent_before = {n: c.stats.messages_out["gossip.broadcast"] for n, c in mesh.cores.items()}
+    origin = mesh.cores[nodes[0]]
+    origin.broadcast(b"urgent news", mesh.now)
+    mesh.drain(origin)
+    mesh.run_until(mesh.now + 2)
+    for node in nodes[1:]:
+        received = [e for e in mesh.events[node] if isinstance(e, BroadcastReceived)]
+        assert received == [BroadcastReceived(nodes[0], b"urgent news")]
+        sent = mesh.cores[node].stats.messages_out["gossip.broadcast"] - sent_before[node]
+        assert sent <= degree(mesh, node) - 1
+    assert not [e for e in mesh.events[nodes[0]] if isinstance(e, BroadcastReceived)]
