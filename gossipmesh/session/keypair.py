@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 REPLAY_WINDOW = 8192
 """Packets that may arrive out of order; the issue asks for at least 2,048 (WireGuard: 8,192)."""
-_WINDOW_MASK = (1 << REPLAY_WINDOW) - 1
+WINDOW_MASK = (1 << REPLAY_WINDOW) - 1
 
 ACCEPTED = 0
 REPLAYED = 1
@@ -66,7 +66,7 @@ class Keypair:
         if counter > greatest:
             shift = counter - greatest
             if shift < REPLAY_WINDOW:
-                self.replay_bitmap = ((self.replay_bitmap << shift) | 1) & _WINDOW_MASK
+                self.replay_bitmap = ((self.replay_bitmap << shift) | 1) & WINDOW_MASK
             else:
                 self.replay_bitmap = 1
             self.replay_greatest = counter

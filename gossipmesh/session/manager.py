@@ -43,10 +43,15 @@ from gossipmesh.session.events import (
     PacketReceived,
     SessionEvent,
 )
-from gossipmesh.session.keypair import ACCEPTED, REPLAYED, Keypair
+from gossipmesh.session.keypair import (
+    ACCEPTED,
+    REPLAY_WINDOW,
+    REPLAYED,
+    WINDOW_MASK,
+    Keypair,
+)
 from gossipmesh.session.messages import (
     MAX_TRANSPORT_SIZE,
-    TRANSPORT_HEADER,
     TRANSPORT_MINIMUM_SIZE,
     MalformedMessage,
     build_initiation_body,
@@ -268,10 +273,11 @@ class SessionManager:
         if size < TRANSPORT_MINIMUM_SIZE or size > MAX_TRANSPORT_SIZE:
             stats.malformed += 1
             return None
-        if data[:4] != TRANSPORT_HEADER:
+        head = int.from_bytes(data[:8], "little")  # u32 type (reserved bytes zero), u32 index
+        if head & 0xFFFFFFFF != 4:
             stats.unknown_type += 1
             return None
-        keypair = self._index.get(int.from_bytes(data[4:8], "little"))
+        keypair = self._index.get(head >> 32)
         if keypair is None or keypair.__class__ is not Keypair:
             stats.unknown_receiver_index += 1
             return None
@@ -289,13 +295,23 @@ class SessionManager:
         except InvalidTag:
             stats.transport_authentication_failed += 1
             return None
-        verdict = keypair.accept_counter(counter)
-        if verdict != ACCEPTED:
-            if verdict == REPLAYED:
-                stats.transport_replayed += 1
-            else:
-                stats.transport_too_old += 1
-            return None
+        # The anti-replay window (Keypair.accept_counter), inlined for the common
+        # in-order case; only authenticated counters ever move it.
+        greatest = keypair.replay_greatest
+        if counter > greatest:
+            shift = counter - greatest
+            keypair.replay_bitmap = (
+                ((keypair.replay_bitmap << shift) | 1) & WINDOW_MASK if shift < REPLAY_WINDOW else 1
+            )
+            keypair.replay_greatest = counter
+        else:
+            verdict = keypair.accept_counter(counter)
+            if verdict != ACCEPTED:
+                if verdict == REPLAYED:
+                    stats.transport_replayed += 1
+                else:
+                    stats.transport_too_old += 1
+                return None
         peer = keypair.peer
         if keypair is not peer.current:
             self._received_with(peer, keypair, now)
@@ -329,8 +345,9 @@ class SessionManager:
 
     def _trim(self, payload: bytes, length: int) -> bytes:
         if length > len(payload):
-            # The IP header claims more than arrived: WireGuard drops it; so do we,
-            # by handing up an empty payload that no layer treats as a packet.
+            # The IP header claims more than arrived: WireGuard drops the packet;
+            # the peer still authenticated, so it is handed up as a keepalive.
+            self.stats.invalid_inner_packet += 1
             return b""
         return payload[:length]
 

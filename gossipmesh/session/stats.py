@@ -37,6 +37,8 @@ class SessionStats:
     transport_counter_rejected: int = 0
     """Counter at or beyond REJECT_AFTER_MESSAGES."""
     transport_keypair_expired: int = 0
+    invalid_inner_packet: int = 0
+    """Authenticated, but the IP header's length exceeds what arrived."""
     send_without_endpoint: int = 0
     send_unknown_peer: int = 0
     staged_dropped: int = 0
