@@ -114,6 +114,10 @@ def test_dig_edns_payload_badvers_and_opcodes() -> None:
             assert status(notimp) == "NOTIMP"
             headless = await dig(server.port, "+header-only", "server.mesh")
             assert status(headless) == "FORMERR"
+            chaos = await dig(server.port, "version.bind", "CH", "TXT")
+            assert status(chaos) == "REFUSED"
+            https = await dig(server.port, "example.test", "HTTPS")
+            assert status(https) == "NOTIMP"
 
     run(scenario())
 
