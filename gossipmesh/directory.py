@@ -1,7 +1,7 @@
 """The node's view of who is in the mesh: verified peer facts and their indexes.
 
-Records arrive from the DHT and from peers; once verified they become
-`PeerInfo` here. The data plane needs one dict look-up per packet, so the
+Node records arrive from the DHT and from neighbours; once verified they are
+kept here. The data plane needs one dict look-up per packet, so the
 address index is keyed by the packed address bytes a packet carries
 (`packet[16:20]` for IPv4, `packet[24:40]` for IPv6). Address and name
 conflicts are settled with the pure rules in `addressing` and `names`, so
@@ -14,53 +14,56 @@ import ipaddress
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from gossipmesh.addressing import (
-    DEFAULT_IPV4_NETWORK,
-    AddressClaim,
-    ClaimOutcome,
-    ipv6_for,
-    resolve_ipv4_claims,
-)
-from gossipmesh.identity import node_id_from_public_key, x25519_public_from_ed25519
-from gossipmesh.names import NameClaim, key_name, resolve_name_claims
+from gossipmesh.addressing import DEFAULT_IPV4_NETWORK, ClaimOutcome, resolve_ipv4_claims
+from gossipmesh.identity import x25519_public_from_ed25519
+from gossipmesh.names import key_name, resolve_name_claims
+from gossipmesh.records import NodeRecord
+
+ROUTED_PREFIXES_EXTENSION = 1
+"""Node-record extension: address prefixes the node routes for (its leaf WireGuard peers).
+
+Value: a sequence of { u8 family (4|6) | u8 prefix length | 4s|16s address }.
+"""
+
+Prefix = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-@dataclass(frozen=True)
-class PeerInfo:
-    """What one verified node record says about a node."""
+def encode_prefixes(prefixes: Iterable[Prefix]) -> bytes:
+    return b"".join(bytes([p.version, p.prefixlen]) + p.network_address.packed for p in prefixes)
 
-    public_key: bytes
-    ipv4_counter: int
-    ipv4_held_since: int
-    name: str | None
-    name_claimed_since: int
-    endpoints: tuple[tuple[str, int], ...]
-    sequence: int
-    extra_prefixes: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
-    """Addresses the node routes for (its leaf WireGuard peers)."""
 
-    @property
-    def node_id(self) -> bytes:
-        return node_id_from_public_key(self.public_key)
+def decode_prefixes(value: bytes) -> tuple[Prefix, ...]:
+    """Parse the extension; a malformed value yields no prefixes (it is signed, so only
+    its owner could have written it, and ignoring it hurts only that owner)."""
+    prefixes: list[Prefix] = []
+    offset = 0
+    while offset + 2 <= len(value):
+        family, length = value[offset], value[offset + 1]
+        size = 4 if family == 4 else 16 if family == 6 else 0
+        raw = value[offset + 2 : offset + 2 + size]
+        if not size or len(raw) != size:
+            return ()
+        try:
+            prefix: Prefix = ipaddress.ip_network((raw, length))  # type: ignore[arg-type]
+        except ValueError:
+            return ()
+        prefixes.append(prefix)
+        offset += 2 + size
+    return tuple(prefixes) if offset == len(value) else ()
 
-    @property
-    def x25519_public_key(self) -> bytes:
-        return x25519_public_from_ed25519(self.public_key)
 
-    @property
-    def ipv6(self) -> ipaddress.IPv6Address:
-        return ipv6_for(self.public_key)
-
-    @property
-    def key_name(self) -> str:
-        return key_name(self.node_id)
+def routed_prefixes(record: NodeRecord) -> tuple[Prefix, ...]:
+    for kind, value in record.extensions:
+        if kind == ROUTED_PREFIXES_EXTENSION:
+            return decode_prefixes(value)
+    return ()
 
 
 @dataclass(frozen=True)
 class Resolved:
     """A peer with the address and name the conflict rules gave it."""
 
-    info: PeerInfo
+    record: NodeRecord
     node_id: bytes
     x25519_public_key: bytes
     ipv4: ipaddress.IPv4Address | None
@@ -76,17 +79,17 @@ class Directory:
 
     def __init__(self, network: ipaddress.IPv4Network = DEFAULT_IPV4_NETWORK) -> None:
         self.network = network
-        self._infos: dict[bytes, PeerInfo] = {}
+        self._records: dict[bytes, NodeRecord] = {}
         self._resolved: dict[bytes, Resolved] = {}
         self._ipv4_outcomes: dict[bytes, ClaimOutcome] = {}
         self.by_address: dict[bytes, bytes] = {}
         """Packed IPv4 or IPv6 address -> node id: the data plane's look-up."""
         self.by_x25519: dict[bytes, bytes] = {}
         self.by_name: dict[str, bytes] = {}
-        self.prefixes: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, bytes]] = []
+        self.prefixes: list[tuple[Prefix, bytes]] = []
 
     def __len__(self) -> int:
-        return len(self._infos)
+        return len(self._records)
 
     def __iter__(self) -> Iterator[Resolved]:
         return iter(self._resolved.values())
@@ -94,35 +97,34 @@ class Directory:
     def get(self, node_id: bytes) -> Resolved | None:
         return self._resolved.get(node_id)
 
-    def info(self, node_id: bytes) -> PeerInfo | None:
-        return self._infos.get(node_id)
+    def record(self, node_id: bytes) -> NodeRecord | None:
+        return self._records.get(node_id)
 
-    def update(self, info: PeerInfo) -> bool:
-        """Add or replace a node's facts; True when anything changed.
+    def records(self) -> list[NodeRecord]:
+        return list(self._records.values())
 
-        An older or equal sequence than the one held is ignored.
+    def update(self, record: NodeRecord) -> bool:
+        """Add or replace a node's verified record; True when anything changed.
+
+        An older or equal sequence than the one held is ignored. The caller
+        verifies (`records.validate`) before calling.
         """
-        node_id = info.node_id
-        held = self._infos.get(node_id)
-        if held is not None and held.sequence >= info.sequence:
-            return False
-        self._infos[node_id] = info
-        self._rebuild()
-        return True
+        return self.update_many([record])
 
-    def update_many(self, infos: Iterable[PeerInfo]) -> bool:
+    def update_many(self, records: Iterable[NodeRecord]) -> bool:
         changed = False
-        for info in infos:
-            held = self._infos.get(info.node_id)
-            if held is None or held.sequence < info.sequence:
-                self._infos[info.node_id] = info
+        for record in records:
+            node_id = record.node_id
+            held = self._records.get(node_id)
+            if held is None or held.sequence < record.sequence:
+                self._records[node_id] = record
                 changed = True
         if changed:
             self._rebuild()
         return changed
 
     def remove(self, node_id: bytes) -> bool:
-        if self._infos.pop(node_id, None) is None:
+        if self._records.pop(node_id, None) is None:
             return False
         self._rebuild()
         return True
@@ -149,36 +151,31 @@ class Directory:
 
     def _rebuild(self) -> None:
         """Recompute owners of addresses and names; O(n log n), only on change."""
-        infos = self._infos
-        claims = [
-            AddressClaim(i.ipv4_held_since, node_id, i.public_key, i.ipv4_counter)
-            for node_id, i in infos.items()
-        ]
+        records = self._records
+        claims = [record.address_claim() for record in records.values()]
         self._ipv4_outcomes = dict(resolve_ipv4_claims(claims, self.network))
         names = resolve_name_claims(
-            NameClaim(i.name_claimed_since, node_id, i.name)
-            for node_id, i in infos.items()
-            if i.name is not None
+            claim for record in records.values() if (claim := record.name_claim()) is not None
         )
         name_of = {node_id: name for name, node_id in names.items()}
         resolved: dict[bytes, Resolved] = {}
         by_address: dict[bytes, bytes] = {}
         by_x25519: dict[bytes, bytes] = {}
         by_name: dict[str, bytes] = dict(names)
-        prefixes: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, bytes]] = []
-        for node_id, info in infos.items():
+        prefixes: list[tuple[Prefix, bytes]] = []
+        for node_id, record in records.items():
             outcome = self._ipv4_outcomes[node_id]
             # A displaced node has no IPv4 until it republishes with its new
             # counter, so no packet is delivered to the wrong holder meanwhile.
             ipv4 = None if outcome.displaced else outcome.address
             entry = Resolved(
-                info=info,
+                record=record,
                 node_id=node_id,
-                x25519_public_key=info.x25519_public_key,
+                x25519_public_key=x25519_public_from_ed25519(record.public_key),
                 ipv4=ipv4,
-                ipv6=info.ipv6,
+                ipv6=record.ipv6,
                 name=name_of.get(node_id),
-                key_name=info.key_name,
+                key_name=key_name(node_id),
             )
             resolved[node_id] = entry
             if ipv4 is not None:
@@ -186,7 +183,7 @@ class Directory:
             by_address[entry.ipv6.packed] = node_id
             by_x25519[entry.x25519_public_key] = node_id
             by_name[entry.key_name] = node_id
-            prefixes.extend((prefix, node_id) for prefix in info.extra_prefixes)
+            prefixes.extend((prefix, node_id) for prefix in routed_prefixes(record))
         self._resolved = resolved
         self.by_address = by_address
         self.by_x25519 = by_x25519

@@ -42,6 +42,13 @@ class PayloadKind(IntEnum):
     RELAY = 0x13
     ENDPOINT_HINT = 0x14
     RENDEZVOUS = 0x15
+    NODE_RECORDS = 0x16
+    """Signed node records handed to a neighbour (gossipmesh.node_messages)."""
+    RECORD_REQUEST = 0x17
+    """Node ids whose records a node lacks, asked of a neighbour."""
+    ECHO_REQUEST = 0x18
+    """End-to-end mesh ping (`gossipmesh ping`), through relays when needed."""
+    ECHO_REPLY = 0x19
 
 
 def is_ip_packet(payload: bytes) -> bool:

@@ -5,22 +5,36 @@ from __future__ import annotations
 import ipaddress
 
 from gossipmesh.addressing import first_ipv4, ipv4_for
-from gossipmesh.directory import Directory, PeerInfo
+from gossipmesh.directory import (
+    ROUTED_PREFIXES_EXTENSION,
+    Directory,
+    decode_prefixes,
+    encode_prefixes,
+)
 from gossipmesh.identity import Identity
+from gossipmesh.records import Endpoint, EndpointKind, NodeRecord
 
 
 def _info(
-    identity: Identity, sequence: int = 1, name: str | None = None, since: int = 0, counter: int = 0
-) -> PeerInfo:
-    return PeerInfo(
+    identity: Identity,
+    sequence: int = 1,
+    name: str | None = None,
+    since: int = 0,
+    counter: int = 0,
+    extensions: tuple[tuple[int, bytes], ...] = (),
+) -> NodeRecord:
+    return NodeRecord(
         public_key=identity.public_key,
+        sequence=sequence,
+        issued_at=1000,
+        expires_at=2000,
         ipv4_counter=counter,
         ipv4_held_since=since,
-        name=name,
-        name_claimed_since=since,
-        endpoints=(("192.0.2.1", 51821),),
-        sequence=sequence,
-    )
+        name=(name or "").lower(),
+        name_claimed_since=since if name else 0,
+        endpoints=(Endpoint(EndpointKind.HOST, "192.0.2.1", 51821),),
+        extensions=extensions,
+    ).signed(identity)
 
 
 def test_indexes_by_address_key_and_name() -> None:
@@ -77,3 +91,17 @@ def test_name_conflict_goes_to_earlier_claim() -> None:
     loser = directory.get(second.node_id)
     assert loser is not None and loser.name is None
     assert directory.lookup_name(loser.key_name) == loser
+
+
+def test_routed_prefixes_round_trip_and_route_to_their_owner() -> None:
+    prefixes = (ipaddress.ip_network("10.20.0.0/24"), ipaddress.ip_network("fd00:1::/64"))
+    assert decode_prefixes(encode_prefixes(prefixes)) == prefixes
+    assert decode_prefixes(b"\x04\x18\x0a") == ()  # truncated: ignored
+    directory = Directory()
+    router = Identity.generate()
+    directory.update(
+        _info(router, extensions=((ROUTED_PREFIXES_EXTENSION, encode_prefixes(prefixes)),))
+    )
+    owner = directory.lookup_address(ipaddress.ip_address("10.20.0.7"))
+    assert owner is not None and owner.node_id == router.node_id
+    assert directory.lookup_address(ipaddress.ip_address("10.21.0.7")) is None
