@@ -44,7 +44,7 @@ def decode_prefixes(value: bytes) -> tuple[Prefix, ...]:
         if not size or len(raw) != size:
             return ()
         try:
-            prefix: Prefix = ipaddress.ip_network((raw, length))  # type: ignore[arg-type]
+            prefix: Prefix = ipaddress.ip_network((raw, length))
         except ValueError:
             return ()
         prefixes.append(prefix)
