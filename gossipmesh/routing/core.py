@@ -61,6 +61,7 @@ from gossipmesh.routing.table import DEFAULT_MAX_HOPS, RouteTable
 from gossipmesh.routing.timing import RoutingTiming
 from gossipmesh.wire import PayloadKind
 
+MAX_SEQUENCE = 2**64 - 1
 RTT_CHANGE_FRACTION = 0.25
 RTT_CHANGE_FLOOR_US = 2_000
 """An RTT change is news only beyond 25% and 2 ms: jitter must not re-flood records."""
@@ -178,7 +179,7 @@ class RoutingCore:
         self.max_hops = max_hops
         self.timing = timing or RoutingTiming()
         self.stats = RoutingStats()
-        self.store = RecordStore()
+        self.store = RecordStore(own_origin=identity.node_id)
         self.monitor = LinkMonitor(self.timing, rng)
         self.damper = FlapDamper(self.timing.damping)
         self.gossip = GossipEngine(
@@ -317,6 +318,14 @@ class RoutingCore:
         self.stats.messages_in[kind] += 1
         self.stats.bytes_in[kind] += len(payload)
         first = payload[0] if payload else -1
+        if (
+            first in (PayloadKind.GOSSIP, PayloadKind.RELAY)
+            and from_node_id not in self._neighbours
+        ):
+            # Only direct sessions carry topology and relay traffic; pings are answered anyway
+            # so that the other end's liveness does not depend on the order of neighbour_up calls.
+            self._count_drop("not_neighbour")
+            return
         try:
             if first == PayloadKind.GOSSIP:
                 self._receive_gossip(from_node_id, payload, now)
@@ -342,6 +351,9 @@ class RoutingCore:
                 ):
                     self._graph_changed(now)
             elif isinstance(outcome, OwnRecordSeen):
+                if outcome.sequence >= MAX_SEQUENCE:
+                    self._count_drop("own_record_sequence_exhausted")
+                    continue
                 self._last_sequence = max(self._last_sequence, outcome.sequence)
                 self._issue(now)
             elif isinstance(outcome, ApplicationBroadcast):
@@ -381,7 +393,7 @@ class RoutingCore:
         ):
             if extra is not None:
                 candidates.append(extra)
-        expiry_ms = self.store.next_expiry_ms(keep=self.own_id)
+        expiry_ms = self.store.next_expiry_ms()
         if expiry_ms is not None:
             candidates.append(expiry_ms / 1000)
         return min(candidates)
@@ -399,7 +411,7 @@ class RoutingCore:
     def handle_timer(self, now: float) -> None:
         self._timer = None
         self._poll_monitor(now)
-        if self.store.expire(round(now * 1000), keep=self.own_id):
+        if self.store.expire(round(now * 1000)):
             self._graph_changed(now)
         reuse = self.damper.next_reuse_time()
         if reuse is not None and reuse <= now:

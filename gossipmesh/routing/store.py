@@ -36,10 +36,14 @@ class Held:
 
 
 class RecordStore:
-    def __init__(self) -> None:
+    def __init__(self, own_origin: bytes | None = None) -> None:
+        """`own_origin`'s record never expires here: its owner re-issues it."""
+        self.own_origin = own_origin
         self._held: dict[bytes, Held] = {}
         self._order: list[bytes] = []
         self._bucket_hashes: list[bytes | None] = [None] * BUCKETS
+        self._next_expiry: int | None = None
+        self._next_expiry_valid = True
 
     def __len__(self) -> int:
         return len(self._held)
@@ -80,26 +84,32 @@ class RecordStore:
             bisect.insort(self._order, origin)
         self._held[origin] = Held(record, encoded)
         self._bucket_hashes[bucket_of(origin)] = None
+        self._next_expiry_valid = False
 
     def remove(self, origin: bytes) -> None:
         if self._held.pop(origin, None) is not None:
             del self._order[bisect.bisect_left(self._order, origin)]
             self._bucket_hashes[bucket_of(origin)] = None
+            self._next_expiry_valid = False
 
-    def expire(self, now_ms: int, keep: bytes | None = None) -> list[LinkStateRecord]:
-        """Drop records whose expiry has passed (except `keep`, our own); return them."""
+    def expire(self, now_ms: int) -> list[LinkStateRecord]:
+        """Drop records whose expiry has passed (except our own); return them."""
         gone = [
             h.record
             for o, h in self._held.items()
-            if h.record.expires_at_ms <= now_ms and o != keep
+            if h.record.expires_at_ms <= now_ms and o != self.own_origin
         ]
         for record in gone:
             self.remove(record.origin)
         return gone
 
-    def next_expiry_ms(self, keep: bytes | None = None) -> int | None:
-        times = [h.record.expires_at_ms for o, h in self._held.items() if o != keep]
-        return min(times) if times else None
+    def next_expiry_ms(self) -> int | None:
+        """The earliest expiry among records other than our own (cached between changes)."""
+        if not self._next_expiry_valid:
+            times = [h.record.expires_at_ms for o, h in self._held.items() if o != self.own_origin]
+            self._next_expiry = min(times) if times else None
+            self._next_expiry_valid = True
+        return self._next_expiry
 
     def entries_in(self, low: bytes, high: bytes) -> list[tuple[bytes, int]]:
         """Sorted (origin, sequence) pairs with low <= origin <= high."""

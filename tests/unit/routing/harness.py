@@ -135,8 +135,12 @@ class Mesh:
                 assert next_timer is not None
                 self.now = max(self.now, next_timer[0])
                 core = self.cores[next_timer[1]]
-                core.handle_timer(self.local_time(core.own_id))
+                local = self.local_time(core.own_id)
+                core.handle_timer(local)
                 self.drain(core)
+                timer = core.get_timer()
+                # A timer left in the past would be a busy loop in the daemon.
+                assert timer is None or timer > local, "handle_timer left its timer due"
         raise AssertionError("simulation did not reach its deadline within the step bound")
 
     def run_until_true(self, condition: object, limit: float, step: float = 0.05) -> float:

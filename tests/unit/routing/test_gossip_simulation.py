@@ -8,7 +8,13 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from gossipmesh.routing.core import BroadcastReceived, NeighbourDead, RoutingCore
+from gossipmesh.routing.core import (
+    BroadcastReceived,
+    NeighbourDead,
+    RelayDelivered,
+    RoutingCore,
+    ViaRelay,
+)
 from gossipmesh.routing.linkstate import LinkStateRecord
 from gossipmesh.routing.timing import RoutingTiming
 
@@ -48,6 +54,45 @@ def test_thirty_nodes_converge_to_one_record_set_and_full_reachability() -> None
     for core in mesh.cores.values():
         for origin, record in core.records().items():
             assert record.sequence == mesh.cores[origin].records()[origin].sequence
+    assert_forwarding_is_loop_free(mesh)
+    assert_every_pair_delivers(mesh)
+
+
+def assert_forwarding_is_loop_free(mesh: Mesh) -> None:
+    """Following each core's own next hop reaches the destination in its stated hop count."""
+    for source, core in mesh.cores.items():
+        for destination, route in core.table.routes.items():
+            at, visited = source, [source]
+            while at != destination:
+                next_hop = mesh.cores[at].route(destination)
+                assert next_hop is not None and next_hop not in visited
+                assert frozenset((at, next_hop)) in mesh.rtt
+                visited.append(next_hop)
+                at = next_hop
+            assert len(visited) - 1 == route.hops <= mesh.max_hops
+
+
+def assert_every_pair_delivers(mesh: Mesh) -> None:
+    """An end-to-end message from every node to every other arrives exactly once."""
+    for events in mesh.events.values():
+        events.clear()
+    expected: Counter[bytes] = Counter()
+    for source, core in mesh.cores.items():
+        for destination in mesh.cores:
+            if destination == source:
+                continue
+            plan = core.plan_send(destination, b"\x04" + source + destination)
+            assert plan is not None
+            if isinstance(plan, ViaRelay):
+                mesh.send(source, plan.next_hop, plan.payload)
+                expected[destination] += 1
+            else:
+                assert frozenset((source, destination)) in mesh.rtt
+    mesh.run_until(mesh.now + 1.0)
+    for node, events in mesh.events.items():
+        delivered = [e for e in events if isinstance(e, RelayDelivered)]
+        assert len(delivered) == expected[node]
+        assert all(e.inner == b"\x04" + e.source + node for e in delivered)
 
 
 def test_steady_state_bandwidth_is_a_per_neighbour_constant_plus_refreshes() -> None:
@@ -113,8 +158,10 @@ def test_a_vanished_node_loses_its_routes_at_once_and_its_record_after_expiry() 
     assert any(
         isinstance(e, NeighbourDead) and e.node_id == victim for e in mesh.events[neighbours[0]]
     )
-    # Every pair still connected in the topology is routed again.
+    # Every pair still connected in the topology is routed again, without loops.
     mesh.run_until_true(mesh.all_reachable, detect)
+    assert_forwarding_is_loop_free(mesh)
+    assert_every_pair_delivers(mesh)
     # Its record lingers until it expires, then disappears from every store.
     assert any(victim in c.records() for c in mesh.cores.values())
     limit = timing.record_ttl + 1.0
