@@ -146,19 +146,22 @@ class RoutingStats:
         return sum(n for kind, n in self.bytes_out.items() if kind != "relay")
 
 
+_KIND_NAMES = {kind.value: kind.name.lower() for kind in PayloadKind}
+_GOSSIP_NAMES = {kind.value: f"gossip.{kind.name.lower()}" for kind in GossipType}
+
+
 def _kind_name(payload: bytes) -> str:
+    """The stats key of a control payload (a dict look-up: it runs for every relayed packet)."""
     if not payload:
         return "empty"
     kind = payload[0]
     if kind == PayloadKind.GOSSIP:
-        try:
-            return f"gossip.{GossipType(payload[2]).name.lower()}"
-        except (IndexError, ValueError):
-            return "gossip.unknown"
-    try:
-        return PayloadKind(kind).name.lower()
-    except ValueError:
-        return "unknown"
+        return (
+            _GOSSIP_NAMES.get(payload[2], "gossip.unknown")
+            if len(payload) > 2
+            else "gossip.unknown"
+        )
+    return _KIND_NAMES.get(kind, "unknown")
 
 
 class RoutingCore:
@@ -434,7 +437,7 @@ class RoutingCore:
         return self.table.next_hop(destination)
 
     def _relay_next_hop(self, destination: bytes) -> bytes | None:
-        if self.monitor.is_alive(destination) and destination in self._neighbours:
+        if destination in self._neighbours and self.monitor.is_alive(destination):
             return destination
         next_hop = self.table.next_hop(destination)
         if next_hop is None or not self.monitor.is_alive(next_hop):

@@ -31,6 +31,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 from gossipmesh.routing.codec import PROTOCOL_VERSION, MalformedMessage
 from gossipmesh.routing.seen import SeenSet
@@ -87,22 +88,22 @@ class DropReason(Enum):
     DUPLICATE = "duplicate"
 
 
-@dataclass(frozen=True)
-class Deliver:
+# Actions are NamedTuples, not frozen dataclasses: one is built per relayed packet.
+
+
+class Deliver(NamedTuple):
     """An envelope for us: hand `inner` to the session layer as from `source`."""
 
     source: bytes
     inner: bytes
 
 
-@dataclass(frozen=True)
-class Forward:
+class Forward(NamedTuple):
     next_hop: bytes
     payload: bytes
 
 
-@dataclass(frozen=True)
-class Drop:
+class Drop(NamedTuple):
     reason: DropReason
 
 
@@ -124,9 +125,15 @@ class Relay:
         envelope_id = self._next_id
         self._next_id = (envelope_id + 1) % 2**64
         self.counts["originated"] += 1
-        return RelayEnvelope(
-            self.own_id, destination, max(0, self.max_hops - 1), envelope_id, inner
-        ).encode()
+        header = _HEADER.pack(
+            PayloadKind.RELAY,
+            PROTOCOL_VERSION,
+            max(0, self.max_hops - 1),
+            envelope_id,
+            self.own_id,
+            destination,
+        )
+        return header + inner
 
     def receive(
         self,
@@ -151,22 +158,26 @@ class Relay:
         now: float,
         next_hop_for: Callable[[bytes], bytes | None],
     ) -> RelayAction:
-        try:
-            envelope = RelayEnvelope.decode(payload)
-        except MalformedMessage:
+        # The per-packet path of a relay: header fields only, the inner bytes are copied once.
+        if not _HEADER.size <= len(payload) <= MAX_RELAY_PAYLOAD:
             return Drop(DropReason.MALFORMED)
-        if envelope.source == self.own_id:
+        kind, version, hop_limit, envelope_id, source, destination = _HEADER.unpack_from(payload)
+        if kind != PayloadKind.RELAY or version != PROTOCOL_VERSION or source == destination:
+            return Drop(DropReason.MALFORMED)
+        if source == self.own_id:
             return Drop(DropReason.LOOP)
-        if not self._seen.add((envelope.source, envelope.envelope_id), now):
+        if not self._seen.add((source, envelope_id), now):
             return Drop(DropReason.DUPLICATE)
-        if envelope.destination == self.own_id:
-            return Deliver(envelope.source, envelope.inner)
-        if envelope.hop_limit == 0:
+        if destination == self.own_id:
+            return Deliver(source, payload[_HEADER.size :])
+        if hop_limit == 0:
             return Drop(DropReason.HOP_LIMIT)
-        next_hop = next_hop_for(envelope.destination)
+        next_hop = next_hop_for(destination)
         if next_hop is None:
             return Drop(DropReason.NO_ROUTE)
-        if next_hop in (previous_hop, envelope.source):
+        if next_hop in (previous_hop, source):
             return Drop(DropReason.LOOP)
-        forwarded = bytes((PayloadKind.RELAY, PROTOCOL_VERSION, envelope.hop_limit - 1))
-        return Forward(next_hop, forwarded + payload[3:])
+        return Forward(next_hop, _FORWARD_PREFIX[hop_limit - 1] + payload[3:])
+
+
+_FORWARD_PREFIX = [bytes((PayloadKind.RELAY, PROTOCOL_VERSION, limit)) for limit in range(256)]

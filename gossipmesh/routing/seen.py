@@ -31,11 +31,12 @@ class SeenSet:
 
     def _expire(self, now: float) -> None:
         horizon = now - self.ttl
-        while self._seen:
-            key, seen_at = next(iter(self._seen.items()))
-            if seen_at > horizon:
+        seen = self._seen
+        while seen:
+            key = next(iter(seen))
+            if seen[key] > horizon:
                 break
-            del self._seen[key]
+            del seen[key]
 
     def __len__(self) -> int:
         return len(self._seen)
