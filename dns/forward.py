@@ -134,7 +134,8 @@ class AiodnsForwarder:
                 log.debug("forwarding %s %s failed: %s", name, qtype, exc)
                 return None
             return UpstreamAnswer(rcode=int(rcode))
-        except (TimeoutError, ValueError, RuntimeError) as exc:
+        except (TimeoutError, ValueError, RuntimeError, pycares.AresError) as exc:
+            # AresError: c-ares rejected the upstream list or the name before sending.
             log.debug("forwarding %s %s failed: %r", name, qtype, exc)
             return None
         return UpstreamAnswer(

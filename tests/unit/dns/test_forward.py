@@ -136,3 +136,14 @@ def test_read_upstreams_skips_our_own_resolver(tmp_path: Path) -> None:
     assert read_upstreams(conf) == ["192.0.2.53", "2001:db8::53", "fe80::1%eth0"]
     assert read_upstreams(conf, exclude=["192.0.2.53"])[0] == "100.100.100.100"
     assert read_upstreams(tmp_path / "missing") == []
+
+
+def test_an_upstream_c_ares_rejects_is_a_failure_not_an_exception() -> None:
+    async def scenario() -> None:
+        forwarder = AiodnsForwarder(["not-an-address"], timeout=0.5)
+        try:
+            assert await forwarder.forward("example.com", "A") is None
+        finally:
+            await forwarder.close()
+
+    run(scenario())
