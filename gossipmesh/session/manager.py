@@ -61,6 +61,7 @@ from gossipmesh.session.messages import (
     parse_response,
 )
 from gossipmesh.session.peer import Peer, PendingHandshake
+from gossipmesh.session.ratelimit import SourceRateLimiter
 from gossipmesh.session.stats import SessionStats
 from gossipmesh.session.timers import (
     INITIATIONS_PER_SECOND,
@@ -111,6 +112,7 @@ class SessionManager:
         self._rekey_after_time = self.timers.rekey_after_time
         self._receive_rekey_age = self.timers.receive_rekey_age
         self._cookies = CookieChecker(self.static_public, random_bytes)
+        self._source_limiter = SourceRateLimiter()
         self._own_transcript = noise.initial_transcript(self.static_public)
         self._peers: dict[bytes, Peer] = {}
         self._index: dict[int, Keypair | PendingHandshake] = {}
@@ -378,7 +380,7 @@ class SessionManager:
         return now < self._under_load_until
 
     def _admit(self, data: bytes, addr: Hashable, now: float) -> bool:
-        """mac1 always; under load, mac2 too or a cookie reply instead."""
+        """mac1 always; under load, mac2 too (else a cookie reply) and a per-source rate."""
         under_load = self._note_handshake_message(now)
         if not self._cookies.mac1_valid(data):
             self.stats.bad_mac1 += 1
@@ -388,6 +390,9 @@ class SessionManager:
             sender = int.from_bytes(data[4:8], "little")
             self._outgoing.append((self._cookies.cookie_reply(data, sender, addr, now), addr))
             self.stats.cookie_replies_sent += 1
+            return False
+        if under_load and not self._source_limiter.allow(addr, now):
+            self.stats.handshake_rate_limited += 1
             return False
         return True
 

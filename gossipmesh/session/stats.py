@@ -19,6 +19,8 @@ class SessionStats:
     bad_mac2: int = 0
     """Under load without a valid cookie MAC: answered with a cookie reply, not processed."""
     unknown_receiver_index: int = 0
+    handshake_rate_limited: int = 0
+    """Under load, more than 20 handshake messages per second from one source address."""
     # refusals: handshakes
     unknown_peer: int = 0
     """An initiation decrypted to a static key that is not in the peer table."""

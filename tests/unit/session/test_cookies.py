@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gossipmesh.session.events import HandshakeCompleted
-from tests.unit.session.pair import IPV4_PACKET, connected_pair
+from tests.unit.session.pair import IPV4_PACKET, connected_pair, peer_of
 
 
 def test_cookie_dance_under_load() -> None:
@@ -45,3 +45,23 @@ def test_not_under_load_needs_no_cookie() -> None:
     switch.pump(0.0)
     assert b.stats.cookie_replies_sent == 0
     assert b.stats.handshakes_completed == 1
+
+
+def test_under_load_each_source_is_rate_limited() -> None:
+    """Even with a valid cookie, one source gets 5 at once and then 20 per second."""
+    switch, a, b = connected_pair(timer_scale=10.0, under_load_threshold=0)
+    a.send(b.static_public, IPV4_PACKET, 0.0)
+    switch.pump(0.0)  # initiation -> cookie reply
+    assert a.stats.cookie_replies_received == 1
+    admitted = 0
+    for step in range(20):
+        now = 1.0 + step * 0.001  # twenty retries within 20 ms
+        a.initiate_handshake(b.static_public, now)
+        peer_of(a, b).last_handshake_sent = None  # bypass the sender's own 1-per-REKEY_TIMEOUT
+        for data, _ in a.datagrams_to_send(now):
+            before = b.stats.handshake_rate_limited
+            b.receive_datagram(data, "A", now)
+            admitted += b.stats.handshake_rate_limited == before
+        b.datagrams_to_send(now)
+    assert admitted == 5
+    assert b.stats.handshake_rate_limited == 15
