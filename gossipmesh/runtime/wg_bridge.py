@@ -46,10 +46,10 @@ import tomllib
 from collections.abc import Hashable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from gossipmesh.identity import load_key_file
-from gossipmesh.runtime.tun import Interface, Network, TunDevice, open_tun
+from gossipmesh.runtime.tun import Interface, Network, open_tun
 from gossipmesh.session.events import EndpointChanged, HandshakeAbandoned, HandshakeCompleted
 from gossipmesh.session.manager import SessionManager
 from gossipmesh.session.peer import Peer
@@ -182,6 +182,13 @@ class BridgeStats:
     extra: dict[str, int] = field(default_factory=dict)
 
 
+class PacketDevice(Protocol):
+    """What the bridge needs of a TUN device: a non-blocking fd, one IP packet per read."""
+
+    @property
+    def fd(self) -> int: ...
+
+
 class Bridge:
     """Moves packets between the TUN fd and the UDP socket through the session manager."""
 
@@ -189,7 +196,7 @@ class Bridge:
         self,
         loop: asyncio.AbstractEventLoop,
         manager: SessionManager,
-        tun: TunDevice,
+        tun: PacketDevice,
         sock: socket.socket,
         routes: AllowedIPs,
     ) -> None:
@@ -221,7 +228,6 @@ class Bridge:
         encrypt_for = self.manager.encrypt_for
         sendto: Any = self.sock.sendto  # endpoints are opaque Hashable to the core
         stats = self.stats
-        staged = False
         for _ in range(MAX_BATCH):
             try:
                 packet = read(fd, 65536)
@@ -240,14 +246,12 @@ class Bridge:
                 continue
             datagram = encrypt_for(peer, packet, now)
             if datagram is None:
-                staged = True
-                continue
+                continue  # staged; the handshake it started goes out after the batch
             try:
                 sendto(datagram, peer.endpoint)
             except OSError:
                 stats.send_errors += 1
-        if staged:
-            self._after_batch(now)
+        self._after_batch(now)
 
     def on_socket_readable(self) -> None:
         now = self.loop.time()
@@ -258,7 +262,6 @@ class Bridge:
         write = os.write
         fd = self.tun.fd
         stats = self.stats
-        slow = False
         for _ in range(MAX_BATCH):
             try:
                 data, addr = recvfrom(65536)
@@ -268,15 +271,13 @@ class Bridge:
                 continue  # e.g. ICMP port unreachable reported on the socket
             if data[:1] != b"\x04":
                 manager.receive_datagram(data, addr, now)
-                slow = True
                 continue
             opened = open_transport(data, addr, now)
             if opened is None:
                 continue
             peer, payload = opened
             if not payload:
-                slow = True  # keepalive: timers may have changed
-                continue
+                continue  # keepalive
             version = payload[0] >> 4
             if version == 4:
                 source = lookup(payload[12:16])
@@ -292,20 +293,24 @@ class Bridge:
                 write(fd, payload)
             except OSError:
                 stats.tun_write_errors += 1
-        if slow or manager.has_output:
-            self._after_batch(now)
+        self._after_batch(now)
 
     def _after_batch(self, now: float) -> None:
-        """Send what the manager queued, report events, re-arm the one timer."""
+        """Send what the manager queued, report events, re-arm the one timer.
+
+        Once per batch, not per packet: packets move timer deadlines too
+        (keepalive due, handshake due), so the timer is re-checked every time.
+        """
         manager = self.manager
-        sendto: Any = self.sock.sendto
-        for datagram, addr in manager.datagrams_to_send(now):
-            try:
-                sendto(datagram, addr)
-            except (OSError, TypeError):
-                self.stats.send_errors += 1
-        while (event := manager.next_event()) is not None:
-            report_event(event)
+        if manager.has_output:
+            sendto: Any = self.sock.sendto
+            for datagram, addr in manager.datagrams_to_send(now):
+                try:
+                    sendto(datagram, addr)
+                except (OSError, TypeError):
+                    self.stats.send_errors += 1
+            while (event := manager.next_event()) is not None:
+                report_event(event)
         when = manager.get_timer()
         if when != self._timer_when:
             if self._timer is not None:
