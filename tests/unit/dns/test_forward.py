@@ -147,3 +147,18 @@ def test_an_upstream_c_ares_rejects_is_a_failure_not_an_exception() -> None:
             await forwarder.close()
 
     run(scenario())
+
+
+def test_pending_slow_paths_are_bounded() -> None:
+    async def scenario() -> None:
+        async with fake_upstream(silent=True) as (upstream, fake):
+            forwarder = AiodnsForwarder([upstream], timeout=5.0)
+            resolver = MeshResolver(sample_directory(), forwarder=forwarder, max_pending=0)
+            try:
+                response = await asyncio.wait_for(forwarded(resolver, "example.test", "A"), 1.0)
+                assert response.header.rcode == SERVFAIL
+                assert fake.queries == [], "over the bound, nothing is sent upstream"
+            finally:
+                await forwarder.close()
+
+    run(scenario())

@@ -201,3 +201,31 @@ def test_udp_server_survives_garbage_and_answers_next_query() -> None:
                 sock.close()
 
     run(scenario())
+
+
+def test_servers_listen_on_ipv6_too() -> None:
+    async def scenario() -> None:
+        resolver = MeshResolver(sample_directory())
+        try:
+            server = await serve_dns(resolver, "::1", 0)
+        except OSError as exc:
+            pytest.skip(f"no IPv6 loopback here: {exc}")
+        try:
+            process = await asyncio.create_subprocess_exec(
+                "dig",
+                "@::1",
+                "-p",
+                str(server.port),
+                "+short",
+                "+tries=1",
+                "+time=3",
+                "server.mesh",
+                "AAAA",
+                stdout=asyncio.subprocess.PIPE,
+            )
+            output, _ = await asyncio.wait_for(process.communicate(), 10)
+            assert output.decode().split() == ["fd12:3456:789a::1"]
+        finally:
+            await server.close()
+
+    run(scenario())
