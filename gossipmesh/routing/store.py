@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import heapq
 from dataclasses import dataclass
 from enum import Enum
 
@@ -42,8 +43,8 @@ class RecordStore:
         self._held: dict[bytes, Held] = {}
         self._order: list[bytes] = []
         self._bucket_hashes: list[bytes | None] = [None] * BUCKETS
-        self._next_expiry: int | None = None
-        self._next_expiry_valid = True
+        self._expiries: list[tuple[int, bytes, int]] = []
+        """Heap of (expires_at_ms, origin, sequence); entries of replaced records are skipped."""
 
     def __len__(self) -> int:
         return len(self._held)
@@ -84,32 +85,33 @@ class RecordStore:
             bisect.insort(self._order, origin)
         self._held[origin] = Held(record, encoded)
         self._bucket_hashes[bucket_of(origin)] = None
-        self._next_expiry_valid = False
+        if origin != self.own_origin:
+            heapq.heappush(self._expiries, (record.expires_at_ms, origin, record.sequence))
 
     def remove(self, origin: bytes) -> None:
         if self._held.pop(origin, None) is not None:
             del self._order[bisect.bisect_left(self._order, origin)]
             self._bucket_hashes[bucket_of(origin)] = None
-            self._next_expiry_valid = False
+
+    def _is_current(self, entry: tuple[int, bytes, int]) -> bool:
+        held = self._held.get(entry[1])
+        return held is not None and held.record.sequence == entry[2]
 
     def expire(self, now_ms: int) -> list[LinkStateRecord]:
         """Drop records whose expiry has passed (except our own); return them."""
-        gone = [
-            h.record
-            for o, h in self._held.items()
-            if h.record.expires_at_ms <= now_ms and o != self.own_origin
-        ]
-        for record in gone:
-            self.remove(record.origin)
+        gone = []
+        while self._expiries and self._expiries[0][0] <= now_ms:
+            entry = heapq.heappop(self._expiries)
+            if self._is_current(entry):
+                gone.append(self._held[entry[1]].record)
+                self.remove(entry[1])
         return gone
 
     def next_expiry_ms(self) -> int | None:
-        """The earliest expiry among records other than our own (cached between changes)."""
-        if not self._next_expiry_valid:
-            times = [h.record.expires_at_ms for o, h in self._held.items() if o != self.own_origin]
-            self._next_expiry = min(times) if times else None
-            self._next_expiry_valid = True
-        return self._next_expiry
+        """The earliest expiry among records other than our own."""
+        while self._expiries and not self._is_current(self._expiries[0]):
+            heapq.heappop(self._expiries)
+        return self._expiries[0][0] if self._expiries else None
 
     def entries_in(self, low: bytes, high: bytes) -> list[tuple[bytes, int]]:
         """Sorted (origin, sequence) pairs with low <= origin <= high."""
