@@ -159,12 +159,13 @@ class AllowedIPs:
             return self._cache[address]
         except KeyError:
             pass
-        ip = ipaddress.ip_address(address)
         found = None
-        for network, peer in self._routes:
-            if ip.version == network.version and ip in network:
-                found = peer
-                break
+        if len(address) in (4, 16):  # a truncated packet gives a short slice
+            ip = ipaddress.ip_address(address)
+            for network, peer in self._routes:
+                if ip.version == network.version and ip in network:
+                    found = peer
+                    break
         if len(self._cache) >= MAX_ROUTE_CACHE:
             self._cache.clear()
         self._cache[address] = found
@@ -234,7 +235,7 @@ class Bridge:
             except BlockingIOError:
                 break
             stats.tun_packets += 1
-            version = packet[0] >> 4
+            version = packet[0] >> 4 if packet else 0
             if version == 4:
                 peer = lookup(packet[16:20])
             elif version == 6:

@@ -50,6 +50,7 @@ def test_allowed_ips_longest_prefix_and_cache() -> None:
     assert routes.lookup(bytes([10, 1, 2, 3])) is peer_of(a, c)  # cached
     assert routes.lookup(bytes([192, 0, 2, 1])) is None
     assert routes.lookup(ipaddress.ip_address("fd00::5").packed) is peer_of(a, c)
+    assert routes.lookup(b"\x0a\x01") is None  # from a truncated packet
 
 
 def test_socket_address_matches_recvfrom_form() -> None:
