@@ -24,9 +24,10 @@ import logging
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from gossipmesh.discovery.clock import use_loop_clock
 from gossipmesh.discovery.peer_cache import (
@@ -128,6 +129,7 @@ class Discovery:
         self._server: RecordServer | None = None
         self._transport: SealedTransport | None = None
         self._maintenance: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self._stopped = False
         self._bootstrap: list[tuple[str, int]] = []
         self._cached_peers: tuple[Peer, ...] = ()
@@ -201,10 +203,14 @@ class Discovery:
         if self._stopped:
             return
         self._stopped = True
+        tasks = list(self._tasks)
         if self._maintenance is not None:
-            self._maintenance.cancel()
+            tasks.append(self._maintenance)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._maintenance
+                await task
         if self._server is not None:
             self._save_cache()
             self._server.protocol.cancel_all()
@@ -240,25 +246,52 @@ class Discovery:
         return resolved
 
     async def _maintain(self) -> None:
-        """Every republish interval: rejoin if alone, relearn the reflexive endpoint,
-        republish, refresh lonely buckets when due, save the peer cache."""
+        """Every republish interval: republish, then (one round at a time) rejoin if
+        alone, relearn the reflexive endpoint, refresh lonely buckets when due and
+        save the peer cache.
+
+        Publications are started on a fixed cadence and not awaited here: one
+        slowed by peers that time out (a publication waits for its crawl and its
+        stores) must not push the next one past the record lifetime.
+        """
         loop = self._loop
         assert loop is not None
+        due = loop.time()
+        housekeeping: asyncio.Task[None] | None = None
         while True:
-            await asyncio.sleep(self._republish_interval)
-            try:
-                if not self.known_peers():
-                    await self._join()
-                else:
-                    await self._learn_reflexive(republish=False)
-                if self._node_template is not None:
-                    await self._publish_now()
-                if loop.time() >= self._next_refresh:
-                    self._next_refresh = loop.time() + self._refresh_interval
-                    await self._require_server()._refresh_table()
-                self._save_cache()
-            except Exception:
-                log.exception("DHT maintenance failed; retrying next interval")
+            due = max(due + self._republish_interval, loop.time())
+            await asyncio.sleep(due - loop.time())
+            if self._node_template is not None:
+                self._spawn(self._publish_logged())
+            if housekeeping is None or housekeeping.done():
+                housekeeping = self._spawn(self._housekeep())
+
+    async def _housekeep(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        try:
+            if not self.known_peers():
+                await self._join()
+            else:
+                await self._learn_reflexive()
+            if loop.time() >= self._next_refresh:
+                self._next_refresh = loop.time() + self._refresh_interval
+                await self._require_server()._refresh_table()
+            self._save_cache()
+        except Exception:
+            log.exception("DHT maintenance failed; retrying next interval")
+
+    async def _publish_logged(self) -> None:
+        try:
+            await self._publish_now()
+        except Exception:
+            log.exception("DHT republication failed; retrying next interval")
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     # --- publishing ------------------------------------------------------------------
 
@@ -422,6 +455,18 @@ class Discovery:
             return None
 
     # --- peers -----------------------------------------------------------------------------
+
+    async def probe(self, addr: Address) -> bool:
+        """Whether a member of this network answers at `addr` over a direct path.
+
+        One sealed echo (the reflexive-endpoint RPC): an answer proves the
+        underlay works both ways and the peer holds the network secret. The node
+        uses it to choose direct sessions over relayed ones.
+        """
+        if self._server is None or self._stopped:
+            return False
+        answered, payload = await self._server.protocol.stun(addr)
+        return bool(answered) and _parse_observed(payload) is not None
 
     def known_peers(self) -> list[Peer]:
         """The contacts in the routing table (kademlia has no public API for this)."""
