@@ -23,8 +23,8 @@ class PacketReceived:
 class ControlReceived:
     """A decrypted payload whose first byte is not an IP version: for gossip, relay...
 
-    Transport padding is not removed: it may end in up to 15 zero bytes, so
-    control messages must carry their own length.
+    Control payloads are sent unpadded (only IP packets are padded), so this is
+    exactly the payload the peer sent.
     """
 
     peer: bytes

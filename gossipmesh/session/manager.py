@@ -267,8 +267,9 @@ class SessionManager:
     def open_transport(self, data: bytes, addr: Hashable, now: float) -> tuple[Peer, bytes] | None:
         """Decrypt a transport datagram: (peer, payload) or None (refused, counted).
 
-        IP packets come back without transport padding; control payloads as
-        decrypted. An empty payload is a keepalive.
+        IP packets come back without transport padding; control payloads are
+        never padded, so they come back exactly as sent. An empty payload is a
+        keepalive.
         """
         stats = self.stats
         size = len(data)
@@ -592,7 +593,11 @@ class SessionManager:
         counter = keypair.send_counter
         keypair.send_counter = counter + 1
         size = len(payload)
-        pad = -size & 15
+        # Only IP packets are padded (WireGuard's rule, and their receiver strips
+        # padding by the IP header's length). Control payloads travel only
+        # between gossipmesh nodes and arrive exactly as sent, so their codecs
+        # need no knowledge of padding.
+        pad = -size & 15 if size and (payload[0] >> 4) in (4, 6) else 0
         if pad:
             mtu = self._mtu
             if mtu is not None and size + pad > mtu:

@@ -63,7 +63,7 @@ def test_responder_can_initiate_too() -> None:
     assert PacketReceived(a.static_public, IPV4_PACKET) in switch.events["B"]
 
 
-def test_ip_padding_removed_control_payload_kept() -> None:
+def test_ip_padding_removed_control_payload_unpadded() -> None:
     switch, a, b = established_pair()
     control = bytes([PayloadKind.GOSSIP]) + b"hello"
     a.send(b.static_public, IPV6_PACKET, 1.0)
@@ -73,7 +73,7 @@ def test_ip_padding_removed_control_payload_kept() -> None:
     assert PacketReceived(a.static_public, IPV6_PACKET) in events
     (received,) = [e for e in events if isinstance(e, ControlReceived)]
     assert received.peer == a.static_public
-    assert received.payload == control + bytes(16 - len(control))
+    assert received.payload == control
 
 
 def test_keepalive_produces_no_event_but_authenticates() -> None:
