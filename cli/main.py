@@ -10,6 +10,7 @@ import click
 
 from gossipmesh import __version__
 from gossipmesh.addressing import DEFAULT_IPV4_NETWORK, first_ipv4, ipv6_for, parse_ipv4_network
+from gossipmesh.cli.daemon import DAEMON_COMMANDS
 from gossipmesh.cli.errors import ErrorReportingGroup
 from gossipmesh.errors import UsageError
 from gossipmesh.identity import (
@@ -32,6 +33,10 @@ def main() -> None:
     Start here:
       gossipmesh keygen node.key          create this node's identity
       gossipmesh addr --key node.key      show the addresses it derives
+      sudo gossipmesh up --key node.key --network-secret net.secret \\
+          --bootstrap OTHER-NODE:51821    join a mesh (runs in the foreground)
+      gossipmesh status | peers | routes  inspect the running daemon
+      gossipmesh ping NAME                mesh-level ping, shows the path
     """
 
 
@@ -100,6 +105,10 @@ def addr(key_path: Path | None, public_key: str | None, ipv4_network: str, as_js
     width = max(len(k) for k in report)
     for field_name, value in report.items():
         click.echo(f"{field_name.replace('_', ' '):<{width}}  {value}")
+
+
+for _command in DAEMON_COMMANDS:
+    main.add_command(_command)
 
 
 if __name__ == "__main__":

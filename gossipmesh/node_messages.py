@@ -1,8 +1,8 @@
 """Node-level control payloads: record exchange between neighbours and mesh ping.
 
 Every message is a decrypted transport payload whose first byte is a
-`wire.PayloadKind`. Transport padding may follow a message (up to 15 zero
-bytes), so each carries its own lengths and decoders ignore a zero tail.
+`wire.PayloadKind`; control payloads are never padded, so a decoder refuses
+any byte after the message.
 
     NODE_RECORDS   u8 kind | u8 count | { u16 length | record }*
     RECORD_REQUEST u8 kind | u8 count | { 20s node id }*
@@ -28,8 +28,8 @@ class MalformedNodeMessage(ValueError):
     """A node-level control payload could not be decoded."""
 
 
-def _zero_tail(data: bytes, offset: int) -> None:
-    if any(data[offset:]):
+def _at_end(data: bytes, offset: int) -> None:
+    if offset != len(data):
         raise MalformedNodeMessage("trailing bytes after the message")
 
 
@@ -71,7 +71,7 @@ def decode_records(data: bytes) -> list[bytes]:
             raise MalformedNodeMessage("truncated record")
         records.append(data[offset : offset + length])
         offset += length
-    _zero_tail(data, offset)
+    _at_end(data, offset)
     return records
 
 
@@ -91,7 +91,7 @@ def decode_record_request(data: bytes) -> list[bytes]:
     end = 2 + count * NODE_ID_SIZE
     if end > len(data):
         raise MalformedNodeMessage("truncated request")
-    _zero_tail(data, end)
+    _at_end(data, end)
     return [data[i : i + NODE_ID_SIZE] for i in range(2, end, NODE_ID_SIZE)]
 
 
@@ -103,5 +103,5 @@ def decode_echo(data: bytes) -> tuple[PayloadKind, int]:
     if len(data) < _ECHO.size or data[0] not in (PayloadKind.ECHO_REQUEST, PayloadKind.ECHO_REPLY):
         raise MalformedNodeMessage("not an echo message")
     kind, nonce = _ECHO.unpack_from(data)
-    _zero_tail(data, _ECHO.size)
+    _at_end(data, _ECHO.size)
     return PayloadKind(kind), nonce

@@ -1,0 +1,185 @@
+"""`gossipmesh up` and the commands that talk to a running daemon."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from gossipmesh.cli.instance import instance_options, state_dir_for
+from gossipmesh.cli.tables import echo_fields, echo_json, echo_table
+from gossipmesh.config import DEFAULT_INTERFACE, DNS_MODES, LOG_FORMATS, LOG_LEVELS, build_settings
+from gossipmesh.runtime.control import call_daemon
+
+
+@click.command()
+@click.option(
+    "--key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Node key file; created (0600) if missing.",
+)
+@click.option(
+    "--bootstrap",
+    "-b",
+    multiple=True,
+    metavar="HOST:PORT",
+    help="A node to join through (repeatable); later runs rejoin from cached peers.",
+)
+@click.option("--listen", type=int, help="UDP port for sessions and the DHT [default: 51821].")
+@click.option(
+    "--network-secret",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File holding the network secret; every member needs the same one.",
+)
+@click.option("--name", help="The DNS label to claim (NAME.mesh) [default: the hostname].")
+@click.option("--interface", "-i", help=f"TUN device name [default: {DEFAULT_INTERFACE}].")
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Control socket, peer cache, address [default: /var/lib/gossipmesh/INTERFACE].",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path),
+    help="TOML file with any of these settings; flags override it.",
+)
+@click.option(
+    "--dns",
+    type=click.Choice(DNS_MODES),
+    help="How to wire .mesh names into the host resolver [default: auto].",
+)
+@click.option("--log-level", type=click.Choice(LOG_LEVELS), help="[default: info]")
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    help="human lines or JSON lines [default: human].",
+)
+def up(config_file: Path | None, **flags: Any) -> None:
+    """Join the mesh and run in the foreground until SIGINT or SIGTERM.
+
+    Needs root (or CAP_NET_ADMIN) and /dev/net/tun. Brings up a TUN device with
+    this node's IPv4 and IPv6 and routes for the mesh ranges, and removes them
+    on exit.
+
+    \b
+    First node:   gossipmesh up --key node.key --network-secret net.secret
+    Others:       gossipmesh up --key node.key --network-secret net.secret \\
+                      --bootstrap FIRST-NODE:51821
+    """
+    from gossipmesh.runtime.daemon import run_daemon
+
+    flags["bootstrap"] = tuple(flags["bootstrap"]) or None
+    settings = build_settings(config_file, flags)
+    run_daemon(settings)
+
+
+@click.command()
+@instance_options
+def down(interface: str, state_dir: Path | None) -> None:
+    """Stop the running daemon: it removes its device, routes and DNS changes."""
+    call_daemon(state_dir_for(interface, state_dir).control_socket, "down")
+    click.echo("stopping")
+
+
+@click.command()
+@instance_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def status(interface: str, state_dir: Path | None, as_json: bool) -> None:
+    """This node: key, addresses, name, uptime and counters."""
+    result = call_daemon(state_dir_for(interface, state_dir).control_socket, "status")
+    if as_json:
+        echo_json(result)
+        return
+    counters = result.pop("counters", {})
+    echo_fields(result)
+    if counters:
+        click.echo("counters:")
+        for key in sorted(counters):
+            click.echo(f"  {key}: {counters[key]}")
+
+
+@click.command()
+@instance_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def peers(interface: str, state_dir: Path | None, as_json: bool) -> None:
+    """Known nodes: direct or relayed (through whom), RTT, last handshake, bytes."""
+    result = call_daemon(state_dir_for(interface, state_dir).control_socket, "peers")
+    if as_json:
+        echo_json(result)
+        return
+    echo_table(
+        result,
+        [
+            ("name", "name"),
+            ("ipv4", "ipv4"),
+            ("path", "path"),
+            ("via", "via"),
+            ("endpoint", "endpoint"),
+            ("rtt_ms", "rtt ms"),
+            ("last_handshake_s", "handshake s ago"),
+            ("rx_bytes", "rx"),
+            ("tx_bytes", "tx"),
+        ],
+    )
+
+
+@click.command()
+@instance_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def routes(interface: str, state_dir: Path | None, as_json: bool) -> None:
+    """The routing table: destination, next hop, hops and metric."""
+    result = call_daemon(state_dir_for(interface, state_dir).control_socket, "routes")
+    if as_json:
+        echo_json(result)
+        return
+    echo_table(
+        result,
+        [
+            ("destination", "destination"),
+            ("next_hop", "next hop"),
+            ("hops", "hops"),
+            ("metric", "metric"),
+            ("path", "path"),
+        ],
+    )
+
+
+@click.command()
+@instance_options
+@click.argument("target")
+@click.option("--count", "-c", default=3, show_default=True, help="Number of probes.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def ping(interface: str, state_dir: Path | None, target: str, count: int, as_json: bool) -> None:
+    """Mesh-level ping of NAME or ADDRESS: round-trip time and the path taken."""
+    result = call_daemon(
+        state_dir_for(interface, state_dir).control_socket,
+        "ping",
+        {"target": target, "count": count},
+        timeout=10.0 + 3.0 * count,
+    )
+    if as_json:
+        echo_json(result)
+        return
+    for probe in result["probes"]:
+        rtt = "timeout" if probe["rtt_ms"] is None else f"{probe['rtt_ms']:.2f} ms"
+        click.echo(f"{result['target']}: {rtt} via {probe['path']}")
+
+
+@click.command()
+@instance_options
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def resolve(interface: str, state_dir: Path | None, name: str, as_json: bool) -> None:
+    """Ask the running daemon's resolver for NAME (e.g. server.mesh)."""
+    result = call_daemon(
+        state_dir_for(interface, state_dir).control_socket, "resolve", {"name": name}
+    )
+    if as_json:
+        echo_json(result)
+        return
+    echo_fields(result)
+
+
+DAEMON_COMMANDS = [up, down, status, peers, routes, ping, resolve]

@@ -1,0 +1,275 @@
+"""`gossipmesh up`: the asyncio runtime around one Node.
+
+This is the only place that touches the OS for the mesh: it opens the UDP
+socket and the TUN device, drains both with `add_reader` until they would
+block, hands every datagram and packet to the node, serves the control
+socket, and on SIGINT/SIGTERM (or `gossipmesh down`) tears everything down.
+Protocol decisions live in `gossipmesh.node`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from gossipmesh.addressing import IPV6_PREFIX
+from gossipmesh.config import Settings
+from gossipmesh.errors import GossipmeshError, UsageError
+from gossipmesh.identity import Identity, load_or_create_key_file
+from gossipmesh.membership import NetworkSecret
+from gossipmesh.node import MESH_MTU, Node, NodeOptions
+from gossipmesh.runtime.control import ControlServer
+from gossipmesh.runtime.logs import configure_logging
+from gossipmesh.runtime.statefiles import InstanceLock, StateDir, default_state_dir
+from gossipmesh.runtime.tun import TunDevice, TunError, open_tun
+from gossipmesh.runtime.udp import open_udp_socket
+
+log = logging.getLogger("gossipmesh")
+
+MAX_BATCH = 512
+"""Datagrams or packets handled per wake-up before yielding to other work."""
+
+
+class DaemonTransport:
+    """The node's `NodeTransport`: the UDP socket and the TUN fd, no buffering."""
+
+    def __init__(self, sock: socket.socket, tun_fd: int) -> None:
+        self._sendto = sock.sendto
+        self._tun_fd = tun_fd
+        self.send_errors = 0
+        self.tun_write_errors = 0
+
+    def send_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            self._sendto(data, addr)
+        except OSError:
+            self.send_errors += 1
+
+    def write_tun(self, packet: bytes) -> None:
+        try:
+            os.write(self._tun_fd, packet)
+        except OSError:
+            self.tun_write_errors += 1
+
+
+def preflight() -> None:
+    """Refuse early, with one clear line, what cannot work."""
+    if os.geteuid() != 0:
+        raise UsageError("gossipmesh up needs root (CAP_NET_ADMIN) to create its TUN device")
+    if not os.path.exists("/dev/net/tun"):
+        raise UsageError("/dev/net/tun does not exist: this kernel or container has no TUN support")
+
+
+def host_endpoints(port: int) -> tuple[tuple[str, int], ...]:
+    """IPv4 addresses of this host's interfaces (not loopback, not the mesh) with our port."""
+    from pyroute2 import IPRoute
+
+    found: list[tuple[str, int]] = []
+    with IPRoute() as ipr:
+        for message in ipr.get_addr(family=socket.AF_INET):
+            address = message.get_attr("IFA_ADDRESS")
+            if address is None:
+                continue
+            ip = ipaddress.IPv4Address(address)
+            if ip.is_loopback or ip.is_link_local or ip in ipaddress.IPv4Network("100.64.0.0/10"):
+                continue
+            found.append((str(ip), port))
+    return tuple(found) or (("127.0.0.1", port),)
+
+
+def load_secret(settings: Settings) -> NetworkSecret:
+    if settings.network_secret is None:
+        log.warning(
+            "no --network-secret: this is an open network that anyone who can reach "
+            "the port may join"
+        )
+        return NetworkSecret.open_network()
+    return NetworkSecret.from_file(settings.network_secret)
+
+
+class Daemon:
+    """One running instance: owns the socket, the TUN device and the node."""
+
+    def __init__(self, settings: Settings, identity: Identity, secret: NetworkSecret) -> None:
+        self.settings = settings
+        self.identity = identity
+        self.secret = secret
+        self.state = StateDir(settings.state_dir or default_state_dir(settings.interface))
+        self.stopped = asyncio.Event()
+        self.node: Node | None = None
+        self.sock: socket.socket | None = None
+        self.tun: TunDevice | None = None
+        self.control: ControlServer | None = None
+        self.transport: DaemonTransport | None = None
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        settings = self.settings
+        self.sock = open_udp_socket(settings.listen)
+        port = self.sock.getsockname()[1]
+        options = NodeOptions(
+            name=settings.name,
+            ipv4_network=settings.ipv4_network,
+            listen_port=port,
+            host_endpoints=await asyncio.to_thread(host_endpoints, port),
+            bootstrap=settings.bootstrap,
+            timer_scale=settings.timer_scale,
+        )
+        # The node needs the TUN fd for writes, and the TUN needs the node's
+        # address: claim the address first (start() does), then bring the
+        # device up before any packet can arrive for it.
+        self.transport = DaemonTransport(self.sock, -1)
+        node = Node(self.identity, self.secret, options, self.transport, state_dir=self.state.path)
+        self.node = node
+        node.prepare()
+        assert node.ipv4 is not None
+        try:
+            self.tun = await asyncio.to_thread(
+                open_tun,
+                settings.interface,
+                MESH_MTU,
+                [
+                    ipaddress.IPv6Interface(f"{node.ipv6}/128"),
+                    ipaddress.IPv4Interface(f"{node.ipv4}/32"),
+                ],
+                [IPV6_PREFIX, settings.ipv4_network],
+            )
+        except TunError as exc:
+            raise UsageError(str(exc)) from None
+        self.transport._tun_fd = self.tun.fd
+        loop.add_reader(self.sock.fileno(), self._on_socket_readable)
+        loop.add_reader(self.tun.fd, self._on_tun_readable)
+        self.control = ControlServer(self.state.control_socket, self._handlers())
+        await self.control.start()
+        await node.start()
+        log.info(
+            "up: %s %s (%s) on %s, UDP port %d",
+            node.ipv4,
+            node.ipv6,
+            settings.name or "no name",
+            self.tun.name,
+            port,
+        )
+        await self.stopped.wait()
+
+    async def close(self) -> None:
+        """Tear down in reverse: node, control socket, readers, TUN (removes its routes), socket."""
+        loop = asyncio.get_running_loop()
+        if self.node is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.node.stop(), 5.0)
+        if self.control is not None:
+            await self.control.stop()
+        if self.sock is not None:
+            with contextlib.suppress(Exception):
+                loop.remove_reader(self.sock.fileno())
+            self.sock.close()
+        if self.tun is not None:
+            with contextlib.suppress(Exception):
+                loop.remove_reader(self.tun.fd)
+            self.tun.close()
+
+    # --- the data plane's two readers --------------------------------------------
+
+    def _on_socket_readable(self) -> None:
+        assert self.sock is not None and self.node is not None
+        recvfrom = self.sock.recvfrom
+        received = self.node.datagram_received
+        for _ in range(MAX_BATCH):
+            try:
+                data, addr = recvfrom(65536)
+            except BlockingIOError:
+                break
+            except OSError:
+                continue  # ICMP errors surface here; nothing to do
+            received(data, addr)
+
+    def _on_tun_readable(self) -> None:
+        assert self.tun is not None and self.node is not None
+        read = os.read
+        fd = self.tun.fd
+        packet_in = self.node.tun_packet
+        for _ in range(MAX_BATCH):
+            try:
+                packet = read(fd, 65536)
+            except BlockingIOError:
+                break
+            except OSError:
+                break
+            if packet:
+                packet_in(packet)
+
+    # --- control socket -------------------------------------------------------------
+
+    def _handlers(self) -> dict[str, Any]:
+        async def status(args: Mapping[str, Any]) -> Any:
+            assert self.node is not None
+            result = self.node.status()
+            result["interface"] = self.tun.name if self.tun else None
+            result["state_dir"] = str(self.state.path)
+            return result
+
+        async def peers(args: Mapping[str, Any]) -> Any:
+            assert self.node is not None
+            return self.node.peers()
+
+        async def routes(args: Mapping[str, Any]) -> Any:
+            assert self.node is not None
+            return self.node.routes()
+
+        async def ping(args: Mapping[str, Any]) -> Any:
+            assert self.node is not None
+            target = str(args.get("target", ""))
+            count = int(args.get("count", 3))
+            try:
+                return await self.node.ping(target, count)
+            except LookupError as exc:
+                raise GossipmeshError(str(exc)) from None
+
+        async def down(args: Mapping[str, Any]) -> Any:
+            asyncio.get_running_loop().call_soon(self.stopped.set)
+            return {"stopping": True}
+
+        return {"status": status, "peers": peers, "routes": routes, "ping": ping, "down": down}
+
+
+async def _serve(settings: Settings, identity: Identity, secret: NetworkSecret) -> None:
+    daemon = Daemon(settings, identity, secret)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, daemon.stopped.set)
+    try:
+        await daemon.run()
+    finally:
+        log.info("shutting down")
+        await daemon.close()
+
+
+def run_daemon(settings: Settings) -> None:
+    """Everything `gossipmesh up` does, in the foreground, until a stop signal."""
+    configure_logging(settings.log_level, settings.log_format)
+    preflight()
+    state = StateDir(settings.state_dir or default_state_dir(settings.interface))
+    state.create()
+    lock = InstanceLock(state.lock_file)
+    lock.acquire(f"interface {settings.interface}")
+    try:
+        key_path: Path = settings.key or state.path / "node.key"
+        identity, created = load_or_create_key_file(key_path)
+        if created:
+            log.info("created a new node key at %s", key_path)
+        secret = load_secret(settings)
+        started = time.monotonic()
+        asyncio.run(_serve(settings, identity, secret))
+        log.info("stopped after %.0f s", time.monotonic() - started)
+    finally:
+        lock.release()
