@@ -313,6 +313,9 @@ class Discovery:
             raise ValueError("the name record must be this node's and match its name claim")
         self._node_template = node_record
         self._name_template = name_record
+        if self._reflexive is None:
+            # The first node of a network had no one to ask at start().
+            await self._learn_reflexive(republish=False)
         return await self._publish_now()
 
     def current_node_record(self) -> NodeRecord | None:
