@@ -67,6 +67,8 @@ def _parse_str(value: Any) -> str:
 
 
 def _parse_path(value: Any) -> Path:
+    if isinstance(value, Path):
+        return value.expanduser()
     return Path(_parse_str(value)).expanduser()
 
 

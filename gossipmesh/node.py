@@ -34,7 +34,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Coroutine, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -225,6 +225,7 @@ class Node:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when: float | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._jobs: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._peer_by_address: dict[bytes, Peer] = {}
         self._node_by_x25519: dict[bytes, bytes] = {}
@@ -325,9 +326,10 @@ class Node:
         if self._stopping:
             return
         self._stopping = True
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._jobs]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         if self._loop is not None:
@@ -461,7 +463,7 @@ class Node:
         self._ipv4_held_since = int(self.wall())
         self._set_ipv4()
         self._save_address_state()
-        self._loop.create_task(self._publish())
+        self._spawn(self._publish())
 
     # --- the directory --------------------------------------------------------------
 
@@ -488,11 +490,14 @@ class Node:
         own_id = self.identity.node_id
         peer_by_address: dict[bytes, Peer] = {}
         node_by_x25519: dict[bytes, bytes] = {}
+        newcomers = []
         for entry in self.directory:
             if entry.node_id == own_id:
                 continue
             peer = self.sessions.add_peer(entry.x25519_public_key, now)
-            self.paths.setdefault(entry.node_id, PeerPath())
+            if entry.node_id not in self.paths:
+                self.paths[entry.node_id] = PeerPath()
+                newcomers.append(entry)
             node_by_x25519[entry.x25519_public_key] = entry.node_id
             if entry.ipv4 is not None:
                 peer_by_address[entry.ipv4.packed] = peer
@@ -501,6 +506,22 @@ class Node:
         self._peer_by_address = peer_by_address
         self._node_by_x25519 = node_by_x25519
         self._check_displacement()
+        if self._tasks:  # started: look for a direct path to a newcomer at once
+            room = self.options.max_neighbours - len(self.routing.neighbours())
+            for entry in newcomers[: max(room, 0)]:
+                self._spawn(self._probe(entry))
+
+    def _spawn(self, job: Coroutine[Any, Any, None]) -> None:
+        """Run a one-off job; it is cancelled at stop and its failure is logged."""
+        assert self._loop is not None
+        task = self._loop.create_task(job)
+        self._jobs.add(task)
+        task.add_done_callback(self._job_done)
+
+    def _job_done(self, task: asyncio.Task[None]) -> None:
+        self._jobs.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("node job failed", exc_info=task.exception())
 
     async def _directory_round(self) -> None:
         """Fetch records of nodes we know of but hold no record for; drop expired ones."""
@@ -942,10 +963,14 @@ class Node:
         counters = {
             key: value for key, value in vars(self.counters).items() if isinstance(value, int)
         }
-        counters.update({f"session_{k}": v for k, v in vars(self.sessions.stats).items()})
-        counters.update(
-            {f"dht_{k}": v for k, v in vars(self.discovery.stats).items() if isinstance(v, int)}
-        )
+        counters.update({f"session_{k}": v for k, v in self.sessions.stats.as_dict().items()})
+        for key, value in self.discovery.stats.as_dict().items():
+            if isinstance(value, int):
+                counters[f"dht_{key}"] = value
+            elif isinstance(value, dict):
+                counters.update({f"dht_{key}_{k}": v for k, v in value.items()})
+        counters.update({f"routing_drop_{k}": v for k, v in self.routing.stats.drops.items()})
+        counters["routing_gossip_bytes_out"] = self.routing.stats.gossip_bytes_out()
         own = self.directory.get(self.identity.node_id)
         return {
             "node_id": self.identity.node_id.hex(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,8 @@ def test_three_nodes_reach_each_other_directly(tmp_path: Path) -> None:
                 rows = {row["name"]: row for row in node.peers()}
                 assert len(rows) == 2
                 assert all(row["path"] == "direct" for row in rows.values()), rows
+            for node in mesh.nodes:  # what the control socket serves must be JSON
+                json.dumps([node.status(), node.peers(), node.routes()])
             result = await mesh.nodes[0].ping("node2.mesh", count=2)
             assert all(p["rtt_ms"] is not None for p in result["probes"]), result
             assert result["probes"][0]["path"].startswith("direct")
