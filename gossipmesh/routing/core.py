@@ -29,6 +29,9 @@ API::
 
 Only sessions over a direct UDP path are neighbours: an end-to-end session
 that itself travels through relays must not be reported with neighbour_up.
+A neighbour whose keepalives go unanswered for `dead_after` is dropped as if
+by neighbour_down and reported as `NeighbourDead`; report it again with
+neighbour_up once a direct path to it is confirmed again.
 
 Sequence numbers survive restarts without persisted state: a record's
 sequence is max(previous + 1, issued_at in milliseconds), so a restarted
@@ -86,7 +89,10 @@ class BroadcastReceived:
 
 @dataclass(frozen=True)
 class NeighbourDead:
-    """Keepalives to a neighbour went unanswered; its link was withdrawn."""
+    """Keepalives went unanswered: the link is withdrawn and the neighbour dropped.
+
+    As after neighbour_down; call neighbour_up again once a direct path is confirmed.
+    """
 
     node_id: bytes
 
@@ -406,6 +412,9 @@ class RoutingCore:
         for neighbour, ping in pings:
             self._send(neighbour, ping.encode())
         for neighbour in dead:
+            # As if neighbour_down: the node calls neighbour_up again once it has a direct
+            # path again (probing on would go through relays and fake a direct link).
+            self._neighbours.discard(neighbour)
             self.damper.record_flap(neighbour, now)
             self._events.append(NeighbourDead(neighbour))
         if dead:

@@ -5,8 +5,12 @@ each neighbour; the RTT is measured against our own send time for that
 nonce, so a neighbour cannot make itself look closer than it is by echoing a
 false timestamp. The smoothed RTT follows TCP's SRTT (RFC 6298, alpha 1/8).
 A link is advertised only once a first pong proves it carries traffic both
-ways, and declared dead when no pong arrived for `dead_after`. A dead
-neighbour is still probed while its session lasts: a later pong revives it.
+ways, and declared dead when no pong arrived for `dead_after`.
+
+A dead neighbour is forgotten, not probed further: once the node stops
+using the direct path, a probe would travel through relays and its pong
+would revive a "direct" link with a relayed RTT. The node reports the
+neighbour again (neighbour_up) when it has confirmed a direct path again.
 """
 
 from __future__ import annotations
@@ -27,7 +31,6 @@ class NeighbourLiveness:
     next_ping_at: float
     last_pong_at: float
     srtt_us: int | None = None
-    dead: bool = False
     outstanding: dict[int, float] = field(default_factory=dict)
 
 
@@ -65,8 +68,7 @@ class LinkMonitor:
         if sent_at is None:
             return False
         sample = max(1, round((now - sent_at) * 1_000_000))
-        if state.srtt_us is None or state.dead:
-            state.dead = False
+        if state.srtt_us is None:
             state.srtt_us = sample
         else:
             state.srtt_us = round(state.srtt_us + (sample - state.srtt_us) / 8)
@@ -74,14 +76,14 @@ class LinkMonitor:
         return True
 
     def poll(self, now: float) -> tuple[list[tuple[bytes, Ping]], list[bytes]]:
-        """Pings due now, and neighbours that just became dead (silent for `dead_after`)."""
+        """Pings due now, and neighbours silent for `dead_after` (forgotten here)."""
         pings: list[tuple[bytes, Ping]] = []
         dead: list[bytes] = []
-        for node_id, state in self.neighbours.items():
-            if not state.dead and now >= state.last_pong_at + self.timing.dead_after:
-                state.dead = True
-                state.srtt_us = None
+        for node_id, state in list(self.neighbours.items()):
+            if now >= state.last_pong_at + self.timing.dead_after:
                 dead.append(node_id)
+                del self.neighbours[node_id]
+                continue
             if state.next_ping_at <= now:
                 nonce = self.rng.getrandbits(64)
                 state.outstanding[nonce] = now
@@ -93,18 +95,13 @@ class LinkMonitor:
         return pings, dead
 
     def next_timer(self) -> float | None:
-        times = [
-            s.next_ping_at
-            if s.dead
-            else min(s.next_ping_at, s.last_pong_at + self.timing.dead_after)
-            for s in self.neighbours.values()
-        ]
+        dead_after = self.timing.dead_after
+        times = [min(s.next_ping_at, s.last_pong_at + dead_after) for s in self.neighbours.values()]
         return min(times) if times else None
 
     def is_alive(self, node_id: bytes) -> bool:
-        """A session exists and keepalives have not declared the path dead."""
-        state = self.neighbours.get(node_id)
-        return state is not None and not state.dead
+        """A direct session exists and keepalives have not declared the path dead."""
+        return node_id in self.neighbours
 
     def measured(self) -> dict[bytes, int]:
         """Neighbour -> smoothed RTT in microseconds, for links proven by a pong."""

@@ -129,6 +129,9 @@ class Mesh:
                 if core is None or frozenset((source, target)) not in self.rtt:
                     self.undeliverable += 1
                     continue
+                if source not in core.neighbours():
+                    # As the node does: a control payload over the direct path re-confirms it.
+                    core.neighbour_up(source, self.local_time(target))
                 core.receive_control(source, payload, self.local_time(target))
                 self.drain(core)
             else:

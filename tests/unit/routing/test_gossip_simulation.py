@@ -285,3 +285,21 @@ def test_a_broadcast_reaches_every_node_exactly_once() -> None:
         sent = mesh.cores[node].stats.messages_out["gossip.broadcast"] - sent_before[node]
         assert sent <= degree(mesh, node) - 1
     assert not [e for e in mesh.events[nodes[0]] if isinstance(e, BroadcastReceived)]
+
+
+def test_links_lost_to_message_loss_come_back() -> None:
+    timing = RoutingTiming().scaled(10)
+    mesh, _ = build(seed=17, timing=timing, loss=0.25)
+    mesh.run_until(mesh.now + 100 * timing.ping_interval)
+    deaths = sum(isinstance(e, NeighbourDead) for events in mesh.events.values() for e in events)
+    mesh.loss = 0.0
+    # The node's next probe round confirms the direct paths again (neighbour_up).
+    for edge, rtt in list(mesh.rtt.items()):
+        a, b = sorted(edge)
+        mesh.connect(a, b, rtt)
+    took = settle(mesh, limit=timing.damping.max_suppress + 10 * timing.gossip_interval)
+    print(
+        f"\n25% loss for {100 * timing.ping_interval:.0f} s: {deaths} links declared dead; "
+        f"all reachable again {took:.1f} s after the loss stopped"
+    )
+    assert deaths > 0

@@ -26,7 +26,7 @@ def test_rtt_is_measured_against_our_own_send_time() -> None:
     assert not monitor.on_pong(PEER, Pong(ping.nonce ^ 1, 0), 100.040)
 
 
-def test_silence_declares_dead_and_a_later_pong_revives() -> None:
+def test_silence_declares_dead_and_forgets_until_reported_again() -> None:
     monitor = LinkMonitor(TIMING, random.Random(2))
     monitor.neighbour_up(PEER, 0.0)
     pings, _ = monitor.poll(0.0)
@@ -41,12 +41,15 @@ def test_silence_declares_dead_and_a_later_pong_revives() -> None:
         if dead:
             break
     assert dead == [PEER]
-    assert 0.01 + TIMING.dead_after <= now <= 0.01 + TIMING.dead_after + TIMING.ping_interval
+    assert now == 0.01 + TIMING.dead_after
     assert not monitor.is_alive(PEER) and monitor.measured() == {}
-    # Still probed while the session lasts; an answer brings the link back.
-    pings, dead = monitor.poll(now + TIMING.ping_interval)
-    assert dead == [] and pings
-    assert monitor.on_pong(PEER, Pong(pings[0][1].nonce, 0), now + TIMING.ping_interval + 0.02)
+    # No more probes (they would go through relays); a new neighbour_up starts over.
+    assert monitor.next_timer() is None
+    assert monitor.poll(now + TIMING.ping_interval) == ([], [])
+    monitor.neighbour_up(PEER, now + 1)
+    pings, dead = monitor.poll(now + 1)
+    assert dead == [] and [n for n, _ in pings] == [PEER]
+    assert monitor.on_pong(PEER, Pong(pings[0][1].nonce, 0), now + 1.02)
     assert monitor.is_alive(PEER) and monitor.measured() == {PEER: 20_000}
 
 
