@@ -914,6 +914,18 @@ class Node:
         label = text.split(".", 1)[0]
         return self.directory.lookup_name(label)
 
+    async def lookup_name(self, label: str) -> Resolved | None:
+        """A node by name: the directory first, else the DHT (its record is then kept)."""
+        entry = self.directory.lookup_name(label)
+        if entry is not None or self._loop is None:
+            return entry
+        record = await self.discovery.lookup_name(label)
+        if record is None:
+            return None
+        if self.directory.update(record):
+            self._directory_changed()
+        return self.directory.get(record.node_id)
+
     async def ping(self, target: str, count: int = 3, timeout: float = 2.0) -> dict[str, Any]:
         """Mesh-level echo through the end-to-end session: RTTs and the path taken."""
         entry = self.resolve_target(target)

@@ -21,8 +21,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from gossipmesh.addressing import IPV6_PREFIX
+from gossipmesh.addressing import IPV6_PREFIX, RESOLVER_IPV4, RESOLVER_IPV6
 from gossipmesh.config import Settings
+from gossipmesh.dns.lookup import resolve_for_cli
+from gossipmesh.dns.node_view import PeerTableView
+from gossipmesh.dns.service import MagicDns, resolver_config, start_magic_dns
 from gossipmesh.errors import GossipmeshError, UsageError
 from gossipmesh.identity import Identity, load_or_create_key_file
 from gossipmesh.membership import NetworkSecret
@@ -110,6 +113,7 @@ class Daemon:
         self.tun: TunDevice | None = None
         self.control: ControlServer | None = None
         self.transport: DaemonTransport | None = None
+        self.magic_dns: MagicDns | None = None
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -140,6 +144,7 @@ class Daemon:
                 [
                     ipaddress.IPv6Interface(f"{node.ipv6}/128"),
                     ipaddress.IPv4Interface(f"{node.ipv4}/32"),
+                    *self._resolver_interfaces(),
                 ],
                 [IPV6_PREFIX, settings.ipv4_network],
             )
@@ -151,6 +156,14 @@ class Daemon:
         self.control = ControlServer(self.state.control_socket, self._handlers())
         await self.control.start()
         await node.start()
+        if settings.dns != "off":
+            self.magic_dns = await start_magic_dns(
+                PeerTableView(node.directory, node.lookup_name),
+                config=resolver_config(settings),
+                mode=settings.dns,
+                interface=self.tun.name,
+                state_dir=self.state.path,
+            )
         log.info(
             "up: %s %s (%s) on %s, UDP port %d",
             node.ipv4,
@@ -161,9 +174,21 @@ class Daemon:
         )
         await self.stopped.wait()
 
+    def _resolver_interfaces(self) -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
+        """The MagicDNS addresses, local to this host only (docs/dns.md)."""
+        if self.settings.dns == "off":
+            return []
+        return [
+            ipaddress.IPv4Interface(f"{RESOLVER_IPV4}/32"),
+            ipaddress.IPv6Interface(f"{RESOLVER_IPV6}/128"),
+        ]
+
     async def close(self) -> None:
-        """Tear down in reverse: node, control socket, readers, TUN (removes its routes), socket."""
+        """Tear down in reverse: DNS wiring, node, control socket, readers, TUN, socket."""
         loop = asyncio.get_running_loop()
+        if self.magic_dns is not None:
+            outcome = await self.magic_dns.stop()
+            log.info("host DNS: %s", outcome)
         if self.node is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.node.stop(), 5.0)
@@ -235,11 +260,29 @@ class Daemon:
             except LookupError as exc:
                 raise GossipmeshError(str(exc)) from None
 
+        async def resolve(args: Mapping[str, Any]) -> Any:
+            assert self.node is not None
+            name = str(args.get("name", ""))
+            forwarder = self.magic_dns.forwarder if self.magic_dns is not None else None
+            return await resolve_for_cli(
+                name,
+                PeerTableView(self.node.directory, self.node.lookup_name),
+                config=resolver_config(self.settings),
+                forwarder=forwarder,
+            )
+
         async def down(args: Mapping[str, Any]) -> Any:
             asyncio.get_running_loop().call_soon(self.stopped.set)
             return {"stopping": True}
 
-        return {"status": status, "peers": peers, "routes": routes, "ping": ping, "down": down}
+        return {
+            "status": status,
+            "peers": peers,
+            "routes": routes,
+            "ping": ping,
+            "resolve": resolve,
+            "down": down,
+        }
 
 
 async def _serve(settings: Settings, identity: Identity, secret: NetworkSecret) -> None:
