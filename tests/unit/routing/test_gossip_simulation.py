@@ -8,6 +8,10 @@ from __future__ import annotations
 import random
 from collections import Counter
 
+import networkx as nx
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from gossipmesh.routing.core import (
     BroadcastReceived,
     NeighbourDead,
@@ -16,6 +20,7 @@ from gossipmesh.routing.core import (
     ViaRelay,
 )
 from gossipmesh.routing.linkstate import LinkStateRecord
+from gossipmesh.routing.table import HOP_COST_US
 from gossipmesh.routing.timing import RoutingTiming
 
 from .harness import Mesh, identity_for, line_with_chords
@@ -303,3 +308,51 @@ def test_links_lost_to_message_loss_come_back() -> None:
         f"all reachable again {took:.1f} s after the loss stopped"
     )
     assert deaths > 0
+
+
+@st.composite
+def topologies(draw: st.DrawFn) -> tuple[int, dict[tuple[int, int], float]]:
+    count = draw(st.integers(min_value=2, max_value=9))
+    edges: dict[tuple[int, int], float] = {}
+    rtts = st.sampled_from([0.002, 0.004, 0.010, 0.150])
+    for node in range(1, count):  # a random spanning tree keeps it connected
+        edges[(draw(st.integers(0, node - 1)), node)] = draw(rtts)
+    pairs = [(a, b) for a in range(count) for b in range(a + 1, count)]
+    for pair in draw(st.lists(st.sampled_from(pairs), max_size=count, unique=True)):
+        edges[pair] = draw(rtts)
+    return count, edges
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(topologies(), st.integers(0, 2**32 - 1))
+def test_gossip_converges_to_networkx_routes_on_random_topologies(
+    topology: tuple[int, dict[tuple[int, int], float]], seed: int
+) -> None:
+    count, edges = topology
+    mesh = Mesh(seed=seed)
+    nodes = [mesh.add_node(identity_for(i, b"random")) for i in range(count)]
+    for (a, b), rtt in edges.items():
+        mesh.connect(nodes[a], nodes[b], rtt)
+    graph = nx.Graph()
+    graph.add_nodes_from(nodes)
+    for (a, b), rtt in edges.items():
+        graph.add_edge(nodes[a], nodes[b], weight=round(rtt * 1e6) + HOP_COST_US)
+    lengths = dict(nx.all_pairs_dijkstra_path_length(graph))
+    hop_counts = dict(nx.all_pairs_shortest_path_length(graph))
+
+    def agrees() -> bool:
+        for source in nodes:
+            table = mesh.cores[source].table
+            for target in nodes:
+                if target == source:
+                    continue
+                route = table.routes.get(target)
+                if hop_counts[source][target] > mesh.max_hops and route is None:
+                    continue
+                # Measured RTTs may differ from the configured ones by float rounding.
+                if route is None or abs(route.metric_us - lengths[source][target]) > 4 * count:
+                    return False
+        return mesh.converged()
+
+    mesh.run_until_true(agrees, 10.0)
+    assert_forwarding_is_loop_free(mesh)
