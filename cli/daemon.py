@@ -94,10 +94,11 @@ def status(interface: str, state_dir: Path | None, as_json: bool) -> None:
         return
     counters = result.pop("counters", {})
     echo_fields(result)
-    if counters:
-        click.echo("counters:")
-        for key in sorted(counters):
-            click.echo(f"  {key}: {counters[key]}")
+    nonzero = {key: value for key, value in counters.items() if value}
+    if nonzero:
+        click.echo("counters (non-zero; --json shows all):")
+        for key in sorted(nonzero):
+            click.echo(f"  {key}: {nonzero[key]}")
 
 
 @click.command()

@@ -48,6 +48,8 @@ def _ipv4_is_error_or_fragment(packet: bytes) -> bool:
 def _ipv4_error(packet: bytes, icmp_code: int, next_hop_mtu: int) -> bytes | None:
     if len(packet) < 20 or packet[0] >> 4 != 4 or _ipv4_is_error_or_fragment(packet):
         return None
+    if packet[16] >= 224 or packet[12] >= 224 or packet[12] == 0:
+        return None  # multicast or broadcast destination, or no real source (RFC 1812 4.3.2.7)
     header_length = (packet[0] & 0x0F) * 4
     quoted = packet[: header_length + 8]
     rest = next_hop_mtu if icmp_code == ICMPV4_FRAGMENTATION_NEEDED else 0
@@ -66,8 +68,10 @@ def _ipv6_error(packet: bytes, icmp_type: int, icmp_code: int, mtu: int) -> byte
     if packet[6] == 58 and len(packet) > 40 and packet[40] < 128:
         return None  # never answer an ICMPv6 error
     source, destination = packet[8:24], packet[24:40]
-    if source == bytes(16):
-        return None  # unspecified source: nobody to tell
+    if source == bytes(16) or source[0] == 0xFF:
+        return None  # unspecified or multicast source: nobody to tell
+    if destination[0] == 0xFF and icmp_type != ICMPV6_PACKET_TOO_BIG:
+        return None  # RFC 4443 2.4(e): only Packet Too Big may answer multicast
     quoted = packet[: IPV6_MIN_MTU - 40 - 8]
     rest = mtu if icmp_type == ICMPV6_PACKET_TOO_BIG else 0
     body = struct.pack("!BBHI", icmp_type, icmp_code, 0, rest) + quoted

@@ -633,7 +633,7 @@ class Node:
         if peer is None:
             peer = self._lookup_prefix(packet, version)
             if peer is None:
-                self.counters.tun_no_route += 1
+                self.counters.tun_no_route += 1  # multicast too: the kernel's MLD and RS
                 self._answer_icmp(icmp.unreachable(packet))
                 return
         now = self._loop.time()  # type: ignore[union-attr]

@@ -86,3 +86,12 @@ def test_errors_about_errors_are_never_sent() -> None:
 def test_any_bytes_give_an_answer_or_none(data: bytes) -> None:
     for answer in (unreachable(data), too_big(data, 1280)):
         assert answer is None or answer[0] >> 4 in (4, 6)
+
+
+def test_multicast_is_never_answered_unreachable() -> None:
+    multicast6 = struct.pack("!IHBB", 6 << 28, 8, 58, 1) + SRC6.packed
+    multicast6 += ipaddress.IPv6Address("ff02::16").packed + bytes([143, 0, 0, 0, 0, 0, 0, 0])
+    assert unreachable(multicast6) is None
+    broadcast = bytearray(ipv4_packet(b"x" * 8))
+    broadcast[16:20] = bytes([255, 255, 255, 255])
+    assert unreachable(bytes(broadcast)) is None
