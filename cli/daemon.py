@@ -10,6 +10,7 @@ import click
 from gossipmesh.cli.instance import instance_options, state_dir_for
 from gossipmesh.cli.tables import echo_fields, echo_json, echo_table
 from gossipmesh.config import DEFAULT_INTERFACE, DNS_MODES, LOG_FORMATS, LOG_LEVELS, build_settings
+from gossipmesh.errors import UsageError
 from gossipmesh.runtime.control import call_daemon
 
 
@@ -183,4 +184,57 @@ def resolve(interface: str, state_dir: Path | None, name: str, as_json: bool) ->
     echo_fields(result)
 
 
-DAEMON_COMMANDS = [up, down, status, peers, routes, ping, resolve]
+@click.command("wg-config")
+@instance_options
+@click.argument("name")
+@click.option(
+    "--private-key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The device's private key (from `wg genkey`), to fill in PrivateKey.",
+)
+def wg_config(
+    interface: str, state_dir: Path | None, name: str, private_key_file: Path | None
+) -> None:
+    """Print a wg-quick file for leaf NAME, a stock WireGuard device of this node.
+
+    \b
+    List the device in the daemon's config file first, then restart it:
+      [[leaf]]
+      name = "phone"
+      public_key = "..."        # wg pubkey < phone.key
+    The device gets mesh addresses derived from its key (or `addresses`),
+    reaches every mesh node through this one, and other nodes reach it.
+    """
+    info = call_daemon(
+        state_dir_for(interface, state_dir).control_socket, "wg-config", {"name": name}
+    )
+    private_key = "REPLACE-WITH-THE-DEVICE-PRIVATE-KEY"
+    if private_key_file is not None:
+        try:
+            private_key = private_key_file.read_text().strip()
+        except OSError as exc:
+            raise UsageError(f"{private_key_file}: {exc.strerror}") from None
+    lines = [
+        f"# wg-quick config for leaf {info['leaf']!r} of a gossipmesh node",
+        "[Interface]",
+        f"PrivateKey = {private_key}",
+        f"Address = {', '.join(info['addresses'])}",
+        f"MTU = {info['mtu']}",
+    ]
+    if info["dns"]:
+        lines.append(f"DNS = {', '.join(info['dns'])}")
+    lines += [
+        "",
+        "[Peer]",
+        f"PublicKey = {info['node_public_key']}",
+        f"PresharedKey = {info['preshared_key']}",
+        f"AllowedIPs = {', '.join(info['allowed_ips'])}",
+    ]
+    if info["endpoints"]:
+        lines.append(f"Endpoint = {info['endpoints'][0]}")
+        lines += [f"# other endpoints of this node: {e}" for e in info["endpoints"][1:]]
+    lines.append("PersistentKeepalive = 25")
+    click.echo("\n".join(lines))
+
+
+DAEMON_COMMANDS = [up, down, status, peers, routes, ping, resolve, wg_config]

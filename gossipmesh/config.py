@@ -17,6 +17,7 @@ from typing import Any
 
 from gossipmesh.addressing import DEFAULT_IPV4_NETWORK, parse_ipv4_network
 from gossipmesh.errors import ConfigError, LabelError
+from gossipmesh.leaves import LeafPeer, parse_leaf
 from gossipmesh.names import normalize_label
 
 DEFAULT_LISTEN_PORT = 51821
@@ -117,6 +118,16 @@ def _parse_positive_float(value: Any) -> float:
     return number
 
 
+def _parse_leaves(value: Any) -> tuple[LeafPeer, ...]:
+    if not isinstance(value, list):
+        raise ValueError("write leaf peers as [[leaf]] tables")
+    leaves = tuple(parse_leaf(item) for item in value)
+    names = [leaf.name for leaf in leaves]
+    if len(set(names)) != len(names):
+        raise ValueError("leaf names must be unique")
+    return leaves
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the daemon can be told; defaults are the safe choice."""
@@ -135,6 +146,8 @@ class Settings:
     log_format: str = "human"
     timer_scale: float = 1.0
     """Divides protocol timers (rekey, keepalive); only tests lower them."""
+    leaf: tuple[LeafPeer, ...] = ()
+    """Stock WireGuard devices attached to this node (`[[leaf]]` tables)."""
 
 
 FIELDS: dict[str, Callable[[Any], Any]] = {
@@ -151,6 +164,7 @@ FIELDS: dict[str, Callable[[Any], Any]] = {
     "log_level": _choice(LOG_LEVELS),
     "log_format": _choice(LOG_FORMATS),
     "timer_scale": _parse_positive_float,
+    "leaf": _parse_leaves,
 }
 
 

@@ -44,12 +44,12 @@ from gossipmesh.addressing import DEFAULT_IPV4_NETWORK, first_ipv4, ipv4_for, ip
 from gossipmesh.directory import (
     ROUTED_PREFIXES_EXTENSION,
     Directory,
-    Prefix,
     Resolved,
     encode_prefixes,
 )
 from gossipmesh.discovery.service import Discovery
 from gossipmesh.identity import Identity
+from gossipmesh.leaves import LeafPeer
 from gossipmesh.membership import NetworkSecret
 from gossipmesh.names import key_name
 from gossipmesh.node_messages import (
@@ -135,16 +135,6 @@ class NodeTransport(Protocol):
 
 
 @dataclass(frozen=True)
-class LeafPeer:
-    """A stock WireGuard device attached to this node (a phone, a router)."""
-
-    name: str
-    public_key: bytes
-    """Its X25519 public key, as `wg` prints it."""
-    addresses: tuple[Prefix, ...]
-
-
-@dataclass(frozen=True)
 class NodeOptions:
     """Everything about a node that is not its key or its network secret."""
 
@@ -164,6 +154,8 @@ class NodeOptions:
     record_lifetime: int = 1800
     rpc_timeout: float = 2.0
     leaves: tuple[LeafPeer, ...] = ()
+    service_addresses: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...] = ()
+    """Extra local addresses (the MagicDNS resolver) that leaves may reach on this host."""
 
 
 @dataclass
@@ -243,6 +235,7 @@ class Node:
         self.ipv4: ipaddress.IPv4Address | None = None
         self.ipv6 = ipv6_for(identity.public_key)
         self._local_addresses.add(self.ipv6.packed)
+        self._local_addresses.update(address.packed for address in options.service_addresses)
         # Built in start(), once the loop is known.
         self.sessions: SessionManager
         self.routing: RoutingCore
@@ -1030,6 +1023,27 @@ class Node:
                 }
             )
         return rows
+
+    def wg_config(self, leaf_name: str) -> dict[str, Any]:
+        """What a leaf's wg-quick file needs from this node."""
+        leaf = next((leaf for leaf in self.options.leaves if leaf.name == leaf_name.lower()), None)
+        if leaf is None:
+            known = ", ".join(leaf.name for leaf in self.options.leaves) or "none configured"
+            raise LookupError(f"no leaf named {leaf_name!r} in this node's config ({known})")
+        endpoints = list(self.options.host_endpoints)
+        reflexive = self.discovery.reflexive_endpoint()
+        if reflexive is not None:
+            endpoints.append((reflexive.host, reflexive.port))
+        return {
+            "leaf": leaf.name,
+            "addresses": [str(prefix) for prefix in leaf.addresses],
+            "node_public_key": _b64(self.identity.x25519_public_key),
+            "preshared_key": _b64(self.secret.session_psk),
+            "endpoints": [f"{host}:{port}" for host, port in endpoints],
+            "allowed_ips": [str(self.options.ipv4_network), "fd00::/8"],
+            "mtu": MESH_MTU,
+            "dns": [str(address) for address in self.options.service_addresses],
+        }
 
     def routes(self) -> list[dict[str, Any]]:
         return [

@@ -127,6 +127,8 @@ class Daemon:
             host_endpoints=await asyncio.to_thread(host_endpoints, port),
             bootstrap=settings.bootstrap,
             timer_scale=settings.timer_scale,
+            leaves=settings.leaf,
+            service_addresses=(RESOLVER_IPV4, RESOLVER_IPV6) if settings.dns != "off" else (),
         )
         # The node needs the TUN fd for writes, and the TUN needs the node's
         # address: claim the address first (start() does), then bring the
@@ -271,6 +273,13 @@ class Daemon:
                 forwarder=forwarder,
             )
 
+        async def wg_config(args: Mapping[str, Any]) -> Any:
+            assert self.node is not None
+            try:
+                return self.node.wg_config(str(args.get("name", "")))
+            except LookupError as exc:
+                raise GossipmeshError(str(exc)) from None
+
         async def down(args: Mapping[str, Any]) -> Any:
             asyncio.get_running_loop().call_soon(self.stopped.set)
             return {"stopping": True}
@@ -281,6 +290,7 @@ class Daemon:
             "routes": routes,
             "ping": ping,
             "resolve": resolve,
+            "wg-config": wg_config,
             "down": down,
         }
 
