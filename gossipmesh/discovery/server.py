@@ -103,6 +103,15 @@ class RecordServer(Server):  # type: ignore[misc]
         stored = sum(1 for answered, result in replies if answered and result is True)
         return StoreResult(len(nodes), stored)
 
+    async def closest_nodes(self, key: bytes) -> list[Node]:
+        """The k nodes closest to `key` that answer (a node lookup)."""
+        nearest = self.protocol.router.find_neighbors(Node(key))
+        if not nearest:
+            return []
+        spider = SafeNodeCrawl(self.protocol, Node(key), nearest, self.ksize, self.alpha)
+        found: list[Node] = await spider.find()
+        return found
+
     async def set_digest(self, dkey: bytes, value: Any) -> bool:
         """kademlia's periodic republish of others' records goes through `store`."""
         if not isinstance(value, bytes):

@@ -18,6 +18,8 @@ lifetime.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import ipaddress
 import logging
@@ -46,6 +48,7 @@ from gossipmesh.discovery.transport import Address, SealedTransport, SendDatagra
 from gossipmesh.errors import LabelError
 from gossipmesh.identity import NODE_ID_SIZE, Identity
 from gossipmesh.membership import NetworkSecret
+from gossipmesh.names import KEY_NAME_PREFIX, is_key_name, key_name
 from gossipmesh.records import (
     MAX_ENDPOINTS,
     Endpoint,
@@ -416,7 +419,8 @@ class Discovery:
         """The node record of the holder of `name`, or None.
 
         Follows the name record to its holder's node record, and returns it only
-        if that record still claims the name.
+        if that record still claims the name. Key names (`gm-...`) are found from
+        the key itself, with no name record.
         """
         try:
             key = name_key(name)
@@ -424,6 +428,8 @@ class Discovery:
             return None
         if self._server is None or self._stopped:
             return None
+        if is_key_name(name):
+            return await self._lookup_key_name(name.lower())
         name_record = await self._fetch(key)
         if not isinstance(name_record, NameRecord):
             return None
@@ -431,6 +437,31 @@ class Discovery:
         if node_record is None or node_record.name != name_record.name:
             return None
         return node_record
+
+    async def _lookup_key_name(self, name: str) -> NodeRecord | None:
+        """A key name (`gm-` + base32 of the node id's first 80 bits) needs no name
+        record: the node whose id starts with those bits is the closest of all to
+        them by XOR distance, so a node lookup of the prefix finds its full id."""
+        try:
+            prefix = base64.b32decode(name[len(KEY_NAME_PREFIX) :].upper())
+        except (binascii.Error, ValueError):
+            return None
+        if self.identity.node_id.startswith(prefix):
+            return await self.lookup_node(self.identity.node_id)
+        self.stats.lookups += 1
+        try:
+            candidates = await self._require_server().closest_nodes(
+                prefix + bytes(NODE_ID_SIZE - len(prefix))
+            )
+        except Exception:
+            log.exception("DHT node lookup failed")
+            candidates = []
+        for node_id in {n.id for n in candidates if n.id.startswith(prefix)}:
+            record = await self.lookup_node(node_id)
+            if record is not None and key_name(record.node_id) == name:
+                return record
+        self.stats.lookups_failed += 1
+        return None
 
     async def _fetch(self, key: bytes) -> Record | None:
         self.stats.lookups += 1

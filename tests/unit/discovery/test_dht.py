@@ -14,6 +14,7 @@ from gossipmesh.discovery import Discovery
 from gossipmesh.discovery.peer_cache import cache_path
 from gossipmesh.identity import Identity
 from gossipmesh.membership import NetworkSecret
+from gossipmesh.names import key_name
 from gossipmesh.records import (
     Endpoint,
     EndpointKind,
@@ -227,6 +228,12 @@ async def _host_name() -> None:
         await node.discovery.publish(*node.templates())
         found = await others[2].discovery.lookup_name("named")
         assert found is not None
+        # Every node also answers to its key name, which needs no name record.
+        for seeker in (others[2], node):
+            by_key_name = await seeker.discovery.lookup_name(key_name(node.identity.node_id))
+            assert by_key_name is not None and by_key_name.public_key == found.public_key
+        missing = key_name(Identity.generate().node_id)
+        assert await node.discovery.lookup_name(missing) is None
         assert found.endpoints_of(EndpointKind.REFLEXIVE) == (reflexive,)
         # Unresolvable names are reported and skipped, not fatal.
         late = await open_node("late", **FAST)  # type: ignore[arg-type]
