@@ -192,8 +192,17 @@ def resolve(interface: str, state_dir: Path | None, name: str, as_json: bool) ->
     type=click.Path(dir_okay=False, path_type=Path),
     help="The device's private key (from `wg genkey`), to fill in PrivateKey.",
 )
+@click.option(
+    "--endpoint",
+    metavar="HOST:PORT",
+    help="Where the device reaches this node [default: the node's first advertised endpoint].",
+)
 def wg_config(
-    interface: str, state_dir: Path | None, name: str, private_key_file: Path | None
+    interface: str,
+    state_dir: Path | None,
+    name: str,
+    private_key_file: Path | None,
+    endpoint: str | None,
 ) -> None:
     """Print a wg-quick file for leaf NAME, a stock WireGuard device of this node.
 
@@ -230,9 +239,12 @@ def wg_config(
         f"PresharedKey = {info['preshared_key']}",
         f"AllowedIPs = {', '.join(info['allowed_ips'])}",
     ]
-    if info["endpoints"]:
-        lines.append(f"Endpoint = {info['endpoints'][0]}")
-        lines += [f"# other endpoints of this node: {e}" for e in info["endpoints"][1:]]
+    endpoints = [endpoint] if endpoint else info["endpoints"]
+    if endpoints:
+        lines.append(f"Endpoint = {endpoints[0]}")
+        lines += [
+            f"# another endpoint of this node: {e}" for e in info["endpoints"] if e != endpoints[0]
+        ]
     lines.append("PersistentKeepalive = 25")
     click.echo("\n".join(lines))
 
