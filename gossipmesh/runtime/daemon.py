@@ -190,7 +190,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         if self.magic_dns is not None:
             outcome = await self.magic_dns.stop()
-            log.info("host DNS: %s", outcome)
+            log.info("host DNS: %s", outcome.value)
         if self.node is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.node.stop(), 5.0)
