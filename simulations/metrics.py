@@ -70,26 +70,33 @@ class TrafficMetrics:
 
     name = "traffic"
 
-    def __init__(self, network: SimNetwork, live_count: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        network: SimNetwork,
+        live_count: Callable[[], int],
+        node_seconds: Callable[[], float],
+    ) -> None:
         self.network = network
         self.live_count = live_count
-        self._last_time = 0.0
+        self.node_seconds = node_seconds
         self._last_bytes = 0
         self._last_messages = 0
+        self._last_node_seconds = 0.0
         self._node_seconds = 0.0
         self.peak_bytes_per_node_s = 0.0
 
     def sample(self, now: float) -> dict[str, float]:
+        """Rates over the window since the last sample, per live-node-second."""
         total = self.network.total
-        elapsed = now - self._last_time
         live = self.live_count()
-        node_seconds = elapsed * live
+        node_seconds_now = self.node_seconds()
+        node_seconds = node_seconds_now - self._last_node_seconds
         sent_bytes = total.sent_bytes - self._last_bytes
         sent_messages = total.sent_messages - self._last_messages
-        self._last_time = now
+        self._last_node_seconds = node_seconds_now
         self._last_bytes = total.sent_bytes
         self._last_messages = total.sent_messages
-        self._node_seconds += node_seconds
+        self._node_seconds = node_seconds_now
         bytes_rate = sent_bytes / node_seconds if node_seconds else 0.0
         self.peak_bytes_per_node_s = max(self.peak_bytes_per_node_s, bytes_rate)
         return {

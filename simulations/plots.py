@@ -48,11 +48,14 @@ def _mark_events(axes: Any, events: Sequence[Mapping[str, Any]]) -> None:
         if label:
             axes.annotate(
                 label,
-                (event["at"], 1.02),
+                (event["at"], 0.03),
                 xycoords=("data", "axes fraction"),
+                xytext=(2, 0),
+                textcoords="offset points",
                 fontsize=7,
                 rotation=90,
                 va="bottom",
+                color="dimgrey",
             )
 
 
@@ -79,11 +82,13 @@ def plot_run(result: SimulationResult, out_dir: Path) -> list[Path]:
     written.append(_save(figure, out_dir / "convergence.png"))
 
     figure, axes = plt.subplots(figsize=(6.4, 3.6))
-    axes.plot(times, _column(rows, "bytes_per_node_s"), label="bytes / node / s", linewidth=1.2)
+    (traffic_line,) = axes.plot(
+        times, _column(rows, "bytes_per_node_s"), label="bytes / node / s", linewidth=1.2
+    )
     axes.set_xlabel("virtual time (s)")
     axes.set_ylabel("control bytes per node per second")
     twin = axes.twinx()
-    twin.plot(
+    (live_line,) = twin.plot(
         times,
         _column(rows, "live_nodes"),
         color="tab:green",
@@ -95,8 +100,7 @@ def plot_run(result: SimulationResult, out_dir: Path) -> list[Path]:
     twin.set_ylim(bottom=0)
     _mark_events(axes, result.event_log)
     axes.set_title(f"Control overhead — {result.scenario.name}", fontsize=9)
-    lines = axes.get_lines() + twin.get_lines()
-    axes.legend(lines, [str(line.get_label()) for line in lines], fontsize=7, loc="upper right")
+    axes.legend(handles=[traffic_line, live_line], fontsize=7, loc="upper right")
     axes.grid(alpha=0.3)
     written.append(_save(figure, out_dir / "overhead.png"))
 

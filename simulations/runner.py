@@ -88,9 +88,12 @@ class Simulation:
         self.workload: Workload = self._make_workload()
         self.nodes: dict[int, SimulatedNode] = {}
         self._up: dict[int, bool] = {}
+        self._live = 0
+        self._node_seconds = 0.0
+        self._last_change = 0.0
         self._next_joiner = scenario.nodes
         self.collectors: list[MetricCollector] = [
-            TrafficMetrics(self.network, lambda: len(self.live_hosts())),
+            TrafficMetrics(self.network, lambda: self._live, self.node_seconds),
             *self.workload.collectors(),
         ]
         self.timeseries: list[dict[str, float]] = []
@@ -114,6 +117,17 @@ class Simulation:
         """Hosts whose node is running, in host order."""
         return [h for h, up in sorted(self._up.items()) if up]
 
+    def node_seconds(self) -> float:
+        """Live nodes integrated over virtual time so far (for per-node rates)."""
+        now = self.loop.time()
+        return self._node_seconds + self._live * (now - self._last_change)
+
+    def _set_up(self, host: int, up: bool) -> None:
+        self._node_seconds = self.node_seconds()
+        self._last_change = self.loop.time()
+        self._live += 1 if up else -1
+        self._up[host] = up
+
     def start_node(self, host: int) -> None:
         if self._up.get(host):
             return
@@ -129,13 +143,13 @@ class Simulation:
             node = self.workload.create_node(context)
             self.nodes[host] = node
         node.start(self.network.bind(host), self.loop)
-        self._up[host] = True
+        self._set_up(host, True)
 
     def crash_node(self, host: int) -> None:
         if not self._up.get(host):
             return
         self.nodes[host].stop()
-        self._up[host] = False
+        self._set_up(host, False)
 
     # -- events --------------------------------------------------------------
 
@@ -181,7 +195,10 @@ class Simulation:
             affected = live
             for host in affected:
                 self.crash_node(host)
-            self.loop.call_at(now + event.downtime, self._restart_all, affected)
+            if event.downtime:
+                self.loop.call_at(now + event.downtime, self._restart_all, affected)
+            else:
+                self._restart_all(affected)
         self.event_log.append({"at": now, "kind": event.kind, "hosts": len(affected)})
 
     def _restart_all(self, hosts: list[int]) -> None:
