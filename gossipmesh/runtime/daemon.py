@@ -23,6 +23,7 @@ from typing import Any
 
 from gossipmesh.addressing import IPV6_PREFIX, RESOLVER_IPV4, RESOLVER_IPV6
 from gossipmesh.config import Settings
+from gossipmesh.dns.local_addresses import add_resolver_addresses
 from gossipmesh.dns.lookup import resolve_for_cli
 from gossipmesh.dns.node_view import PeerTableView
 from gossipmesh.dns.service import MagicDns, resolver_config, start_magic_dns
@@ -146,12 +147,13 @@ class Daemon:
                 [
                     ipaddress.IPv6Interface(f"{node.ipv6}/128"),
                     ipaddress.IPv4Interface(f"{node.ipv4}/32"),
-                    *self._resolver_interfaces(),
                 ],
                 [IPV6_PREFIX, settings.ipv4_network],
             )
         except TunError as exc:
             raise UsageError(str(exc)) from None
+        if settings.dns != "off":
+            await asyncio.to_thread(add_resolver_addresses, self.tun.name)
         self.transport._tun_fd = self.tun.fd
         loop.add_reader(self.sock.fileno(), self._on_socket_readable)
         loop.add_reader(self.tun.fd, self._on_tun_readable)
@@ -175,15 +177,6 @@ class Daemon:
             port,
         )
         await self.stopped.wait()
-
-    def _resolver_interfaces(self) -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
-        """The MagicDNS addresses, local to this host only (docs/dns.md)."""
-        if self.settings.dns == "off":
-            return []
-        return [
-            ipaddress.IPv4Interface(f"{RESOLVER_IPV4}/32"),
-            ipaddress.IPv6Interface(f"{RESOLVER_IPV6}/128"),
-        ]
 
     async def close(self) -> None:
         """Tear down in reverse: DNS wiring, node, control socket, readers, TUN, socket."""

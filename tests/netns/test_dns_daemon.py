@@ -184,6 +184,10 @@ def wait_resolved(client: MeshNode, name: str) -> dict[str, Any]:
     return answer
 
 
+def answer_ipv6(node: MeshNode) -> str:
+    return str(node.status()["ipv6"])
+
+
 def dig_status(output: str) -> str:
     for line in output.splitlines():
         if "status:" in line:
@@ -219,6 +223,13 @@ def test_daemon_answers_mesh_names_reverse_and_nxdomain(tmp_path: Path) -> None:
         assert client.dig("+short", "+tcp", "server.mesh", "A").split() == [expected["ipv4"]]
         over_ipv6 = client.namespace.run(["dig", "@fd00::53", "+short", "server.mesh", "AAAA"])
         assert over_ipv6.stdout.split() == [expected["ipv6"]]
+
+        # The resolver's addresses are never a source: packets to peers leave from ours.
+        for destination in (expected["ipv6"], "fd00::1"):
+            route = client.namespace.run(["ip", "route", "get", destination]).stdout.split()
+            assert route[route.index("src") + 1] == answer_ipv6(client), route
+        route = client.namespace.run(["ip", "route", "get", expected["ipv4"]]).stdout.split()
+        assert route[route.index("src") + 1] != RESOLVER, route
 
         # glibc in the namespace goes through the edited resolv.conf.
         hosts = client.namespace.run(["getent", "ahostsv4", "server.mesh"]).stdout

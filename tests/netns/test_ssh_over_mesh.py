@@ -114,6 +114,10 @@ def test_ssh_server_mesh_just_works(tmp_path: Path) -> None:
         assert output == "over-the-mesh\n"
         assert sshd.poll() is None, (tmp_path / "sshd.log").read_text()
 
+        # Both families reach server.mesh by name (the route exists by now).
+        for family in ("-6", "-4"):
+            client.namespace.run(["ping", family, "-c", "1", "-w", "5", "server.mesh"])
+
         # It went over the mesh: sshd saw the client's mesh address, not its underlay one.
         client_ipv4, client_ipv6 = client.status()["ipv4"], client.status()["ipv6"]
         sshd_log = (tmp_path / "sshd.log").read_text()
