@@ -13,6 +13,8 @@ started are terminated (then killed) by their own pid, never by name.
             a, b = lab.namespace("a"), lab.namespace("b")
             lab.veth(a, b, "10.1.1.1/24", "10.1.1.2/24")
             a.run(["ping", "-c1", "-W1", "10.1.1.2"])
+            switch = lab.bridge()                  # or: a switch for many namespaces
+            switch.attach(lab.namespace("c"), "10.1.1.3/24")
 
 Or use the `netns_lab` fixture (import it into a conftest.py).
 """
@@ -174,6 +176,13 @@ class NetnsLab:
             namespace.run(["ip", "link", "set", device, "up"])
         return name_a, name_b
 
+    def bridge(self, label: str = "sw") -> Bridge:
+        """A bridge in a namespace of its own, so nothing is added to the host's network."""
+        namespace = self.namespace(label)
+        namespace.run(["ip", "link", "add", "br0", "type", "bridge"])
+        namespace.run(["ip", "link", "set", "br0", "up"])
+        return Bridge(self, namespace, "br0")
+
     def track_process(self, process: subprocess.Popen[str]) -> None:
         self._processes.append(process)
 
@@ -227,6 +236,23 @@ class NetnsLab:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class Bridge:
+    """A Linux bridge (a switch) that namespaces plug into with veth pairs."""
+
+    def __init__(self, lab: NetnsLab, namespace: Namespace, device: str) -> None:
+        self.lab = lab
+        self.namespace = namespace
+        self.device = device
+
+    def attach(
+        self, namespace: Namespace, addresses: str | Sequence[str], *, mtu: int | None = None
+    ) -> str:
+        """Plug `namespace` into the bridge with `addresses`; returns its interface name."""
+        inner, outer = self.lab.veth(namespace, self.namespace, addresses, [], mtu=mtu)
+        self.namespace.run(["ip", "link", "set", outer, "master", self.device])
+        return inner
 
 
 def _quiet(argv: Sequence[str]) -> None:
