@@ -249,4 +249,29 @@ def wg_config(
     click.echo("\n".join(lines))
 
 
-DAEMON_COMMANDS = [up, down, status, peers, routes, ping, resolve, wg_config]
+@click.command()
+@instance_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def netcheck(interface: str, state_dir: Path | None, as_json: bool) -> None:
+    """This node's NAT behaviour as its peers see it.
+
+    Asks up to eight known peers at which address and port they see this
+    node: whether UDP works, the public address, and whether the NAT maps the
+    port the same way for every destination (endpoint-independent: direct
+    paths can be punched) or not (symmetric: traffic to such peers is relayed).
+    """
+    result = call_daemon(
+        state_dir_for(interface, state_dir).control_socket, "netcheck", timeout=20.0
+    )
+    if as_json:
+        echo_json(result)
+        return
+    answers = result.pop("answers")
+    result["public_addresses"] = ", ".join(result["public_addresses"]) or "-"
+    result["host_endpoints"] = ", ".join(result["host_endpoints"]) or "-"
+    echo_fields(result)
+    for answer in answers:
+        click.echo(f"  {answer['peer']} sees this node as {answer['sees_us_as']}")
+
+
+DAEMON_COMMANDS = [up, down, status, peers, routes, ping, resolve, wg_config, netcheck]

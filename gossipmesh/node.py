@@ -116,6 +116,8 @@ def _mesh_mtu() -> int:
 
 MESH_MTU = _mesh_mtu()
 NODE_RECORD_BROADCAST = b"\x01"
+RENDEZVOUS_REQUEST = bytes([PayloadKind.RENDEZVOUS, 1])
+"""'Probe me now': sent through relays after our direct probe failed (version 1)."""
 """Prefix of a broadcast body that carries a signed node record."""
 
 
@@ -173,6 +175,8 @@ class NodeCounters:
     records_refused: int = 0
     icmp_sent: int = 0
     control_malformed: int = 0
+    rendezvous_sent: int = 0
+    rendezvous_answered: int = 0
     extra: dict[str, int] = field(default_factory=dict)
 
 
@@ -229,6 +233,7 @@ class Node:
         """Bytes of IP packets sent to each peer (by X25519 key), for `peers`."""
         self.rx_bytes: dict[bytes, int] = {}
         self._probing: set[bytes] = set()
+        self._rendezvous_answered: dict[bytes, float] = {}
         self._ipv4_counter = 0
         self._ipv4_held_since = 0
         self._name_claimed_since = 0
@@ -563,7 +568,15 @@ class Node:
         await asyncio.gather(*(self._probe(entry) for entry in targets[: max(room, 4)]))
         self._service()
 
-    async def _probe(self, entry: Resolved) -> None:
+    async def _probe(self, entry: Resolved, *, answering: bool = False) -> None:
+        """Try the peer's advertised endpoints; on failure use relays and ask for rendezvous.
+
+        A failed probe still opened our NAT's mapping toward the peer's
+        endpoint, so the peer's own probe, sent now, can pass it: we ask for
+        that probe through the relayed session (RENDEZVOUS). A probe made in
+        answer to a rendezvous does not ask back, so two nodes that cannot
+        punch (symmetric NATs) do not ping-pong.
+        """
         self._probing.add(entry.node_id)
         try:
             for endpoint in self._candidates(entry):
@@ -571,8 +584,26 @@ class Node:
                     self._use_direct(entry, endpoint)
                     return
             self._use_relay(entry.node_id)
+            if not answering and self.routing.route(entry.node_id) is not None:
+                self.counters.rendezvous_sent += 1
+                self.sessions.send(entry.x25519_public_key, RENDEZVOUS_REQUEST, self.now())
+                self._service()
         finally:
             self._probing.discard(entry.node_id)
+
+    def _on_rendezvous(self, node_id: bytes) -> None:
+        """A peer failed to reach us directly and asks us to probe it back now."""
+        entry = self.directory.get(node_id)
+        path = self.paths.get(node_id)
+        if entry is None or node_id in self._probing or (path is not None and path.neighbour):
+            return
+        now = self.now()
+        last = self._rendezvous_answered.get(node_id)
+        if last is not None and now - last < self.options.probe_interval / self.options.timer_scale:
+            return  # at most one answer per probe interval and peer
+        self._rendezvous_answered[node_id] = now
+        self.counters.rendezvous_answered += 1
+        self._spawn(self._probe(entry, answering=True))
 
     def _use_direct(self, entry: Resolved, endpoint: tuple[str, int]) -> None:
         path = self.paths.setdefault(entry.node_id, PeerPath())
@@ -801,6 +832,10 @@ class Node:
                 wanted = [self.directory.record(n) for n in decode_record_request(payload)]
                 for message in encode_records(r.encode() for r in wanted if r is not None):
                     self._send_control(node_id, message)
+            elif kind == PayloadKind.RENDEZVOUS:
+                if payload != RENDEZVOUS_REQUEST:
+                    raise MalformedNodeMessage("bad rendezvous request")
+                self._on_rendezvous(node_id)
             elif kind == PayloadKind.ECHO_REQUEST:
                 _, nonce = decode_echo(payload)
                 self.sessions.send(peer_key, encode_echo(PayloadKind.ECHO_REPLY, nonce), self.now())
@@ -906,6 +941,42 @@ class Node:
             return self.directory.lookup_address(ipaddress.ip_address(text))
         label = text.split(".", 1)[0]
         return self.directory.lookup_name(label)
+
+    async def netcheck(self, max_peers: int = 8) -> dict[str, Any]:
+        """This node's NAT behaviour as its peers see it (`gossipmesh netcheck`)."""
+        peers = [(p.host, p.port) for p in self.discovery.known_peers()][:max_peers]
+        observed = await asyncio.gather(*(self.discovery.observe(addr) for addr in peers))
+        answers = [
+            {"peer": f"{host}:{port}", "sees_us_as": f"{seen[0]}:{seen[1]}"}
+            for (host, port), seen in zip(peers, observed, strict=True)
+            if seen is not None
+        ]
+        seen_set = {seen for seen in observed if seen is not None}
+        own_hosts = {host for host, _ in self.options.host_endpoints}
+        if not peers:
+            mapping = "unknown: no peer known yet"
+        elif not seen_set:
+            mapping = "unknown: no peer answered over UDP"
+        elif all(host in own_hosts for host, _ in seen_set):
+            mapping = "no NAT: peers see this host's own address"
+        elif len(seen_set) == 1:
+            mapping = (
+                "endpoint-independent: every peer sees the same address and port"
+                if len(answers) > 1
+                else "endpoint-independent as far as one peer can tell"
+            )
+        else:
+            mapping = "endpoint-dependent (symmetric NAT): peers see different ports"
+        return {
+            "udp": "works"
+            if answers
+            else ("blocked or no peer reachable" if peers else "untested"),
+            "public_addresses": sorted({f"{host}:{port}" for host, port in seen_set}),
+            "mapping": mapping,
+            "host_endpoints": [f"{host}:{port}" for host, port in self.options.host_endpoints],
+            "peers_asked": len(peers),
+            "answers": answers,
+        }
 
     async def lookup_name(self, label: str) -> Resolved | None:
         """A node by name: the directory first, else the DHT (its record is then kept)."""

@@ -497,10 +497,18 @@ class Discovery:
         underlay works both ways and the peer holds the network secret. The node
         uses it to choose direct sessions over relayed ones.
         """
+        return await self.observe(addr) is not None
+
+    async def observe(self, addr: Address) -> tuple[str, int] | None:
+        """How the member at `addr` sees our address:port, or None if it did not answer.
+
+        `gossipmesh netcheck` compares these across peers to tell whether a NAT
+        maps our port the same way for every destination.
+        """
         if self._server is None or self._stopped:
-            return False
+            return None
         answered, payload = await self._server.protocol.stun(addr)
-        return bool(answered) and _parse_observed(payload) is not None
+        return _parse_observed(payload) if answered else None
 
     def known_peers(self) -> list[Peer]:
         """The contacts in the routing table (kademlia has no public API for this)."""

@@ -266,6 +266,10 @@ class Daemon:
                 forwarder=forwarder,
             )
 
+        async def netcheck(args: Mapping[str, Any]) -> Any:
+            assert self.node is not None
+            return await self.node.netcheck()
+
         async def wg_config(args: Mapping[str, Any]) -> Any:
             assert self.node is not None
             try:
@@ -284,6 +288,7 @@ class Daemon:
             "ping": ping,
             "resolve": resolve,
             "wg-config": wg_config,
+            "netcheck": netcheck,
             "down": down,
         }
 
