@@ -389,6 +389,19 @@ class ResolvConfEditor:
             ) from None
 
 
+def recover_resolv_conf(resolv_conf: Path, state_dir: Path) -> RestoreOutcome:
+    """Undo the resolv.conf edit a crashed run left behind, whatever mode this run uses.
+
+    Only `resolv-conf` mode would find the backup otherwise: a restart with
+    `--dns off` or `resolved` would leave the host pointing at a resolver
+    that no longer answers (and `auto` would not see resolved behind it).
+    """
+    outcome = ResolvConfEditor(resolv_conf, state_dir).recover()
+    if outcome is not RestoreOutcome.NOTHING:
+        log.warning("restored %s left by an earlier run (%s)", resolv_conf, outcome.value)
+    return outcome
+
+
 def upstreams_before_gossipmesh(
     resolv_conf: Path = RESOLV_CONF,
     state_dir: Path | None = None,

@@ -1,10 +1,10 @@
 """MagicDNS as one start/stop pair for the daemon: upstreams, resolver, servers, host wiring.
 
-The order matters and lives here so the daemon cannot get it wrong: the
-host's upstreams are read *before* its resolver configuration is changed
-(from the backup when a crashed run left one), the servers listen before
-the host is pointed at them, and on stop the host is restored before the
-servers close.
+The order matters and lives here so the daemon cannot get it wrong: a
+resolv.conf edit left by a crashed run is undone first (in every mode), the
+host's upstreams are read *before* its resolver configuration is changed,
+the servers listen before the host is pointed at them, and on stop the host
+is restored before the servers close.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from gossipmesh.dns.host import (
     RestoreOutcome,
     Runner,
     host_dns,
+    recover_resolv_conf,
     run_command,
     upstreams_before_gossipmesh,
 )
@@ -87,9 +88,11 @@ async def start_magic_dns(
 
     `upstreams` overrides what is read from `resolv_conf` (tests, or an
     operator's explicit choice). The listen addresses must already be
-    assigned (the daemon adds them to its TUN device or loopback).
+    assigned (the daemon adds them to its TUN device or loopback). A
+    resolv.conf edit left by a crashed run is undone first, in every mode.
     """
     config = config or ResolverConfig()
+    recover_resolv_conf(resolv_conf, state_dir)
     addresses = [host for host, _ in listen]
     if upstreams is None:
         upstreams = upstreams_before_gossipmesh(resolv_conf, state_dir, addresses)
