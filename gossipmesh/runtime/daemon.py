@@ -23,6 +23,7 @@ from typing import Any
 
 from gossipmesh.addressing import IPV6_PREFIX, RESOLVER_IPV4, RESOLVER_IPV6
 from gossipmesh.config import Settings
+from gossipmesh.dns.host import RESOLV_CONF, recover_resolv_conf
 from gossipmesh.dns.local_addresses import add_resolver_addresses
 from gossipmesh.dns.lookup import resolve_for_cli
 from gossipmesh.dns.node_view import PeerTableView
@@ -168,6 +169,8 @@ class Daemon:
                 interface=self.tun.name,
                 state_dir=self.state.path,
             )
+        else:  # leave the host alone, but undo what a crashed run of ours left there
+            await asyncio.to_thread(recover_resolv_conf, RESOLV_CONF, self.state.path)
         log.info(
             "up: %s %s (%s) on %s, UDP port %d",
             node.ipv4,

@@ -270,6 +270,15 @@ def test_resolv_conf_restored_after_stop_and_after_a_crash(tmp_path: Path) -> No
         assert node.terminate() == 0
         assert _snapshot(resolv_conf) == original
         assert not backup.exists()
+
+        node.start()
+        node.kill()
+        node.up_args = ["--interface", "gm0", "--dns", "off"]
+        node.start()  # --dns off leaves the host alone, but undoes our crashed edit
+        assert _snapshot(resolv_conf) == original
+        assert not backup.exists()
+        assert node.terminate() == 0
+        assert _snapshot(resolv_conf) == original
     assert _snapshot(Path("/etc/resolv.conf")) == host_resolv_conf
 
 
