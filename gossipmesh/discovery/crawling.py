@@ -13,6 +13,7 @@ record and does not delay the lookup.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Callable
 from typing import Any
@@ -35,13 +36,19 @@ def parse_node(entry: object) -> Node | None:
         return None
     if not isinstance(host, str) or isinstance(port, bool) or not isinstance(port, int):
         return None
-    if not 1 <= port <= 65535:
+    if not 1 <= port <= 65535 or not _is_ip_literal(host):
         return None
+    return Node(node_id, host, port)
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_ip_literal(host: str) -> bool:
+    """Cached: replies repeat the same few hosts, and ipaddress parsing is slow."""
     try:
         ipaddress.ip_address(host)
     except ValueError:
-        return None
-    return Node(node_id, host, port)
+        return False
+    return True
 
 
 def parse_node_list(payload: object, exclude_id: bytes) -> list[Node]:

@@ -16,10 +16,12 @@ and so this subclass does:
 - Answer "how do you see me": `rpc_stun` echoes the observed source address
   (kademlia has the RPC; it is kept, with a well-formed reply), which gives
   the node its reflexive endpoint.
-- Replicate to the right nodes. kademlia's `welcome_if_new` hashes the
+- Replicate to the right nodes, once. kademlia's `welcome_if_new` hashes the
   stored key a second time (`digest(key)`) before measuring distance, so it
   hands records to nodes close to the wrong point; here the key itself is
-  used. It also never adds ourselves to our own routing table.
+  used. It treats a node in a full bucket's replacement list as new on every
+  RPC (a storage scan and record pushes each time); here a node is welcomed
+  once per WELCOME_MEMORY. It never adds ourselves to our own routing table.
 - Tolerate late replies. rpcudp sets results on futures without checking
   whether a caller already gave up (cancelled), which raises.
 """
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -41,6 +44,10 @@ from gossipmesh.identity import NODE_ID_SIZE
 from gossipmesh.records import MAX_RECORD_SIZE, RecordError, RefusalReason
 
 log = logging.getLogger(__name__)
+
+WELCOME_MEMORY = 600.0
+"""Seconds during which a node already handed our records is not handed them again."""
+MAX_WELCOMED = 4096
 
 REQUEST = 0x00
 RESPONSE = 0x01
@@ -81,6 +88,7 @@ class RecordProtocol(KademliaProtocol):  # type: ignore[misc]
         self._wait_timeout = wait_timeout
         self.stats = stats
         self._tasks: set[asyncio.Future[Any]] = set()
+        self._welcomed: OrderedDict[bytes, float] = OrderedDict()
 
     def background(self, coroutine: Coroutine[Any, Any, Any]) -> None:
         """Run a fire-and-forget RPC, keeping a reference so it is not collected mid-flight."""
@@ -176,7 +184,10 @@ class RecordProtocol(KademliaProtocol):  # type: ignore[misc]
 
     def welcome_if_new(self, node: Node) -> None:
         """kademlia's welcome (section 2.5: hand a newcomer the records it should hold), fixed."""
-        if node.id == self.source_node.id or not self.router.is_new_node(node):
+        if node.id == self.source_node.id:
+            return
+        if not self.router.is_new_node(node) or not self._first_welcome(node.id):
+            self.router.add_contact(node)  # refreshes its place, as kademlia would
             return
         for key, value in self.storage:
             keynode = Node(key)
@@ -189,3 +200,20 @@ class RecordProtocol(KademliaProtocol):  # type: ignore[misc]
             if not neighbors or (new_node_close and this_closest):
                 self.background(self.call_store(node, key, value))
         self.router.add_contact(node)
+
+    def _first_welcome(self, node_id: bytes) -> bool:
+        """Whether `node_id` was not welcomed within WELCOME_MEMORY seconds.
+
+        kademlia calls a node "new" when it is not in its bucket's main list, so a
+        node waiting in a full bucket's replacement list is "new" on every RPC:
+        each one rescanned all of storage and re-sent records to it.
+        """
+        now = asyncio.get_running_loop().time()
+        welcomed = self._welcomed.get(node_id)
+        if welcomed is not None and now - welcomed < WELCOME_MEMORY:
+            return False
+        self._welcomed[node_id] = now
+        self._welcomed.move_to_end(node_id)
+        while len(self._welcomed) > MAX_WELCOMED:
+            self._welcomed.popitem(last=False)
+        return True

@@ -206,3 +206,45 @@ def test_kademlia_reads_the_running_loops_clock() -> None:
     finally:
         loop.close()
     assert kademlia.routing.time is LOOP_TIME
+
+
+# --- replication to newcomers ----------------------------------------------------------
+
+
+class _RecordingTransport:
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, object]] = []
+
+    def sendto(self, data: bytes, addr: object = None) -> None:
+        self.sent.append((data, addr))
+
+
+def test_a_newcomer_is_handed_our_records_once_and_stays_routable() -> None:
+    from gossipmesh.discovery.protocol import RecordProtocol
+    from gossipmesh.discovery.stats import DiscoveryStats
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        clocks = Clocks()
+        store = RecordStorage(lambda: clocks.wall, loop.time)
+        store.offer(ALICE.node_id, record().encode())
+        protocol = RecordProtocol(Node(bytes(20)), store, 20, DiscoveryStats(), 1.0)
+        transport = _RecordingTransport()
+        protocol.connection_made(transport)
+        newcomer = Node(ALICE.node_id[:19] + b"\x00", "127.0.0.1", 4000)
+
+        protocol.welcome_if_new(newcomer)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert len(transport.sent) == 1  # the one record, pushed to the newcomer
+        # kademlia calls it "new" again once out of the main list (a replacement-list
+        # node is "new" on every RPC): no second push, but it is routable again.
+        protocol.router.remove_contact(newcomer)
+        protocol.welcome_if_new(newcomer)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert len(transport.sent) == 1
+        assert not protocol.router.is_new_node(newcomer)
+        protocol.cancel_all()
+
+    asyncio.run(body())
