@@ -44,3 +44,41 @@ class DatagramSeal:
             return self._aead.decrypt(nonce, datagram[1 + NONCE_SIZE :], _HEADER)
         except InvalidTag:
             return None
+
+
+REPLAY_WINDOW = 60.0
+"""Seconds a nonce is remembered at least (at most twice that)."""
+MAX_REMEMBERED_NONCES = 32768
+
+
+class ReplayFilter:
+    """Drops sealed datagrams whose nonce was seen recently.
+
+    An eavesdropper cannot forge sealed datagrams but can resend captured
+    ones, with a spoofed source, to make members answer a victim (a find_node
+    answer is ~15 times its request). Remembering nonces for one to two
+    windows leaves such a replay at most one answer per window. Only opened
+    datagrams are remembered, so outsiders cannot fill the memory.
+    """
+
+    def __init__(
+        self, window: float = REPLAY_WINDOW, capacity: int = MAX_REMEMBERED_NONCES
+    ) -> None:
+        self._window = window
+        self._capacity = capacity
+        self._current: set[bytes] = set()
+        self._previous: set[bytes] = set()
+        self._rotate_at: float | None = None
+
+    def is_replay(self, datagram: bytes, now: float) -> bool:
+        """Whether this (opened) datagram's nonce was seen; remembers it if not."""
+        nonce = datagram[1 : 1 + NONCE_SIZE]
+        if self._rotate_at is None:
+            self._rotate_at = now + self._window
+        if now >= self._rotate_at or len(self._current) >= self._capacity:
+            self._previous, self._current = self._current, set()
+            self._rotate_at = now + self._window
+        if nonce in self._current or nonce in self._previous:
+            return True
+        self._current.add(nonce)
+        return False

@@ -40,7 +40,7 @@ from gossipmesh.discovery.peer_cache import (
     load_peer_cache,
     save_peer_cache,
 )
-from gossipmesh.discovery.seal import DatagramSeal
+from gossipmesh.discovery.seal import DatagramSeal, ReplayFilter
 from gossipmesh.discovery.server import RecordServer, StoreResult
 from gossipmesh.discovery.stats import DiscoveryStats
 from gossipmesh.discovery.storage import RecordStorage
@@ -119,6 +119,7 @@ class Discovery:
         self.cache_problem: str | None = None
         """Why the peer cache could not be used, if it could not (reported, not fatal)."""
         self._seal = DatagramSeal(network_secret.dht_key)
+        self._replays = ReplayFilter()
         self._send = send
         self._ksize = ksize
         self._alpha = alpha
@@ -160,12 +161,15 @@ class Discovery:
         """A type-5 datagram from the node's UDP port (or the simulated network)."""
         self.stats.datagrams_received += 1
         self.stats.bytes_received += len(data)
-        if self._server is None or self._stopped:
+        if self._server is None or self._loop is None or self._stopped:
             self.stats.datagrams_dropped += 1
             return
         plaintext = self._seal.open(data)
         if plaintext is None:
             self.stats.datagrams_dropped += 1
+            return
+        if self._replays.is_replay(data, self._loop.time()):
+            self.stats.datagrams_replayed += 1
             return
         self._server.protocol.datagram_received(plaintext, addr)
 

@@ -18,6 +18,8 @@ class DiscoveryStats:
     bytes_received: int = 0
     datagrams_dropped: int = 0
     """Failed to open: wrong network secret, garbage, or not started."""
+    datagrams_replayed: int = 0
+    """Opened, but a nonce seen within the replay window: a resent datagram."""
     rpc_malformed: int = 0
     """Opened, but not a well-formed RPC (a member sending garbage)."""
     rpc_errors: int = 0

@@ -153,6 +153,22 @@ async def _hostile_replies() -> None:
         for target in honest:
             found = await victim.discovery.lookup_node(target.identity.node_id)
             assert found is not None and found.public_key == target.identity.public_key
+        # A resent sealed datagram (an eavesdropper's replay) is not answered again.
+        captured: list[bytes] = []
+        original_send = victim.discovery._transport._send  # type: ignore[union-attr]
+
+        def capture(datagram: bytes, addr: tuple[str, int]) -> None:
+            captured.append(datagram)
+            original_send(datagram, addr)
+
+        victim.discovery._transport._send = capture  # type: ignore[union-attr]
+        await victim.discovery._server.protocol.ping(honest[0].address, bytes(20))  # type: ignore[union-attr]
+        victim.discovery._transport._send = original_send  # type: ignore[union-attr]
+        receiver = honest[0].discovery
+        answered = receiver.stats.datagrams_sent
+        receiver.datagram_received(captured[0], victim.address)
+        assert receiver.stats.datagrams_replayed == 1
+        assert receiver.stats.datagrams_sent == answered
         # A sealed but malformed RPC from a member is counted, not raised.
         seal = victim.discovery._seal
         before = victim.discovery.stats.rpc_malformed

@@ -20,7 +20,7 @@ from gossipmesh.discovery.peer_cache import (
     load_peer_cache,
     save_peer_cache,
 )
-from gossipmesh.discovery.seal import SEAL_OVERHEAD, DatagramSeal
+from gossipmesh.discovery.seal import SEAL_OVERHEAD, DatagramSeal, ReplayFilter
 from gossipmesh.discovery.storage import RecordStorage
 from gossipmesh.identity import Identity
 from gossipmesh.membership import NetworkSecret
@@ -56,6 +56,22 @@ def test_seal_round_trip_and_refusals() -> None:
     assert seal.open(bytes([MessageType.TRANSPORT_DATA]) + sealed[1:]) is None
     assert seal.open(sealed[: SEAL_OVERHEAD - 1]) is None
     assert seal.open(b"") is None
+
+
+def test_replayed_datagrams_are_recognised_for_one_to_two_windows() -> None:
+    seal = DatagramSeal(NetworkSecret(b"a" * 32).dht_key)
+    replays = ReplayFilter(window=60, capacity=1000)
+    first, second = seal.seal(b"one"), seal.seal(b"two")
+    assert not replays.is_replay(first, now=0)
+    assert replays.is_replay(first, now=1)
+    assert not replays.is_replay(second, now=59)
+    assert replays.is_replay(first, now=61)  # rotated into the previous window
+    assert replays.is_replay(second, now=119)
+    assert not replays.is_replay(first, now=125)  # forgotten after two windows
+    small = ReplayFilter(window=60, capacity=2)
+    datagrams = [seal.seal(bytes([i])) for i in range(5)]
+    assert not any(small.is_replay(d, now=0) for d in datagrams)  # memory stays bounded
+    assert small.is_replay(datagrams[4], now=0)
 
 
 # --- storage -----------------------------------------------------------------------
