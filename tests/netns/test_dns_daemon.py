@@ -131,6 +131,11 @@ class MeshNode:
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=10.0)
 
+    def diagnostics(self) -> str:
+        """What this node knows and logged, for a failure message."""
+        peers = self.cli("peers", "--json", check=False)
+        return f"{self.name} peers: {peers.stdout}{peers.stderr}\n{self.log.read_text()}"
+
     def dig(self, *args: str) -> str:
         return self.namespace.run(["dig", f"@{RESOLVER}", "+time=2", "+tries=1", *args]).stdout
 
@@ -180,7 +185,10 @@ def wait_resolved(client: MeshNode, name: str) -> dict[str, Any]:
         result = client.resolve(name)
         return result if result.get("found") else None
 
-    answer: dict[str, Any] = wait_until(found, MESH_TIMEOUT, 0.2, f"{name} to resolve")
+    try:
+        answer: dict[str, Any] = wait_until(found, MESH_TIMEOUT, 0.2, f"{name} to resolve")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{client.diagnostics()}") from None
     return answer
 
 

@@ -18,6 +18,7 @@ import pytest
 from tests.netns.test_dns_daemon import (
     MESH_TIMEOUT,
     UPSTREAM_CONF,
+    MeshNode,
     require_daemon_lab,
     two_node_mesh,
 )
@@ -78,8 +79,8 @@ def start_sshd(namespace: Namespace, config: Path, log: Path) -> subprocess.Pope
         )
 
 
-def ssh_until_it_works(namespace: Namespace, key: Path, deadline_s: float) -> str:
-    """Run `ssh root@server.mesh true` until it succeeds; returns the last attempt's output."""
+def ssh_until_it_works(client: MeshNode, key: Path, deadline_s: float) -> str:
+    """Run `ssh root@server.mesh` until it succeeds; returns its output."""
     argv = [
         "ssh", "-F", "none", "-i", str(key),
         "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
@@ -90,13 +91,13 @@ def ssh_until_it_works(namespace: Namespace, key: Path, deadline_s: float) -> st
     attempts = 0
     while True:
         attempts += 1
-        result = namespace.run(argv, check=False, timeout=15)
+        result = client.namespace.run(argv, check=False, timeout=15)
         if result.returncode == 0:
             return result.stdout
         if time.monotonic() >= deadline or attempts >= 60:
             raise AssertionError(
                 f"ssh server.mesh still failing after {attempts} attempts "
-                f"(exit {result.returncode}): {result.stderr}"
+                f"(exit {result.returncode}): {result.stderr}\n{client.diagnostics()}"
             )
         time.sleep(0.25)  # pacing between retries, not synchronisation
 
@@ -110,7 +111,7 @@ def test_ssh_server_mesh_just_works(tmp_path: Path) -> None:
         config, key = sshd_files(tmp_path / "ssh")
         sshd = start_sshd(server.namespace, config, tmp_path / "sshd.log")
 
-        output = ssh_until_it_works(client.namespace, key, MESH_TIMEOUT)
+        output = ssh_until_it_works(client, key, MESH_TIMEOUT)
         assert output == "over-the-mesh\n"
         assert sshd.poll() is None, (tmp_path / "sshd.log").read_text()
 
