@@ -34,7 +34,7 @@ import asyncio
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from kademlia.crawling import ValueSpiderCrawl
@@ -46,11 +46,12 @@ from gossipmesh.simulations.clock import VirtualTimeLoop
 from gossipmesh.simulations.metrics import MetricCollector, mean, percentile
 from gossipmesh.simulations.network import Address, SimEndpoint
 from gossipmesh.simulations.scenario import ScenarioError
-from gossipmesh.simulations.workload import LiveView, NodeContext
+from gossipmesh.simulations.workload import LiveView, NodeContext, params_from_table
 
 __all__ = [
     "CountingValueSpiderCrawl",
-    "KademliaMetrics",
+    "DhtInspector",
+    "DhtMetrics",
     "KademliaNode",
     "KademliaParams",
     "KademliaWorkload",
@@ -123,24 +124,7 @@ class KademliaParams:
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any], source: str) -> KademliaParams:
-        values: dict[str, Any] = {}
-        for key, value in table.items():
-            default = getattr(cls, key, None)
-            if key.startswith("_") or default is None:
-                raise ScenarioError(f"{source}: workload.{key}: is not a known key")
-            if isinstance(default, bool):
-                if not isinstance(value, bool):
-                    raise ScenarioError(f"{source}: workload.{key}: must be true or false")
-                values[key] = value
-                continue
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ScenarioError(f"{source}: workload.{key}: must be a number")
-            if value <= 0:
-                raise ScenarioError(f"{source}: workload.{key}: must be > 0")
-            if isinstance(default, int) and not isinstance(value, int):
-                raise ScenarioError(f"{source}: workload.{key}: must be an integer")
-            values[key] = value
-        params = cls(**values)
+        params = params_from_table(cls, table, source)
         if not 22 <= params.record_size <= 8000:
             raise ScenarioError(f"{source}: workload.record_size: must be in 22..8000 bytes")
         return params
@@ -296,17 +280,56 @@ class KademliaNode:
         )
 
 
+class DhtInspector(Protocol):
+    """What `DhtMetrics` reads from a DHT workload (read-only, never sends)."""
+
+    view: LiveView
+    ksize: int
+    alpha: int
+    coverage_target: float
+    node_ids: dict[int, bytes]
+    lookups: list[LookupResult]
+    failed_publishes: int
+
+    def holds_current_record(self, holder: int, owner: int) -> bool:
+        """Does `holder` store `owner`'s current record (or a newer one)?"""
+        ...
+
+    def routing_table_ids(self, host: int) -> set[bytes] | None:
+        """The node ids in `host`'s routing table (None when it is down)."""
+        ...
+
+
 class KademliaWorkload:
     """Creates kademlia nodes and knows what they should be storing."""
 
     def __init__(self, params: KademliaParams, view: LiveView) -> None:
         self.params = params
         self.view = view
+        self.ksize = params.ksize
+        self.alpha = params.alpha
+        self.coverage_target = params.coverage_target
         self.nodes: dict[int, KademliaNode] = {}
         self.node_ids: dict[int, bytes] = {}
         self.current_version: dict[int, int] = {}
         self.lookups: list[LookupResult] = []
         self.failed_publishes = 0
+
+    def holds_current_record(self, holder: int, owner: int) -> bool:
+        server = self.nodes[holder].server
+        if server is None:
+            return False
+        stored = server.storage.data.get(self.node_ids[owner])
+        if stored is None:
+            return False
+        version = record_version(stored[1])
+        return version is not None and version >= self.current_version.get(owner, 0)
+
+    def routing_table_ids(self, host: int) -> set[bytes] | None:
+        server = self.nodes[host].server
+        if server is None:
+            return None
+        return {node_id for bucket in server.protocol.router.buckets for node_id in bucket.nodes}
 
     def create_node(self, context: NodeContext) -> KademliaNode:
         node = KademliaNode(self, context)
@@ -319,14 +342,14 @@ class KademliaWorkload:
         return rng.choice(candidates) if candidates else None
 
     def collectors(self) -> list[MetricCollector]:
-        return [KademliaMetrics(self)]
+        return [DhtMetrics(self)]
 
 
 def _top64(node_id: bytes) -> int:
     return int.from_bytes(node_id[:8], "big")
 
 
-class KademliaMetrics:
+class DhtMetrics:
     """DHT health: lookups (hops, success), record placement, routing coverage.
 
     `records_placed`: the fraction of live nodes whose current record is held
@@ -341,7 +364,7 @@ class KademliaMetrics:
 
     name = "dht"
 
-    def __init__(self, workload: KademliaWorkload) -> None:
+    def __init__(self, workload: DhtInspector) -> None:
         self.workload = workload
         self._seen_lookups = 0
         self._closest_cache: tuple[tuple[int, ...], np.ndarray, np.ndarray] | None = None
@@ -354,7 +377,7 @@ class KademliaMetrics:
         if self._closest_cache is not None and self._closest_cache[0] == key:
             return self._closest_cache[1], self._closest_cache[2]
         ids = np.array([_top64(self.workload.node_ids[h]) for h in live], dtype=np.uint64)
-        k = min(self.workload.params.ksize, len(live))
+        k = min(self.workload.ksize, len(live))
         with_self = np.zeros((len(live), k), dtype=np.int64)
         without_self = np.zeros((len(live), max(0, min(k, len(live) - 1))), dtype=np.int64)
         for start in range(0, len(live), 512):
@@ -367,27 +390,19 @@ class KademliaMetrics:
         return with_self, without_self
 
     def _oracle(self, now: float) -> tuple[float, float]:
-        live = self.workload.view.live_hosts()
+        workload = self.workload
+        live = workload.view.live_hosts()
         if not live:
             return math.nan, math.nan
         with_self, without_self = self._closest(live)
-        nodes = self.workload.nodes
-        size = self.workload.params.record_size
         placed = 0
         coverage: list[float] = []
         for row, host in enumerate(live):
-            key = self.workload.node_ids[host]
-            wanted = record_value(host, self.workload.current_version.get(host, 0), size)
-            for column in with_self[row]:
-                server = nodes[live[column]].server
-                stored = server.storage.data.get(key) if server is not None else None
-                if stored is not None and stored[1] == wanted:
-                    placed += 1
-                    break
-            server = nodes[host].server
-            if without_self.shape[1] and server is not None:
-                known = {n for bucket in server.protocol.router.buckets for n in bucket.nodes}
-                hits = sum(self.workload.node_ids[live[c]] in known for c in without_self[row])
+            if any(workload.holds_current_record(live[c], host) for c in with_self[row]):
+                placed += 1
+            known = workload.routing_table_ids(host)
+            if without_self.shape[1] and known is not None:
+                hits = sum(workload.node_ids[live[c]] in known for c in without_self[row])
                 coverage.append(hits / without_self.shape[1])
         return placed / len(live), mean(coverage)
 
@@ -402,7 +417,7 @@ class KademliaMetrics:
         converged = (
             placed == 1.0
             and (not window or success == 1.0)
-            and coverage >= self.workload.params.coverage_target
+            and coverage >= self.workload.coverage_target
         )
         return {
             "records_placed": placed,
@@ -432,8 +447,8 @@ class KademliaMetrics:
             "time_all_records_placed": self.first_all_placed,
             "final_routing_coverage": self.last_coverage,
             "failed_publishes": self.workload.failed_publishes,
-            "ksize": self.workload.params.ksize,
-            "alpha": self.workload.params.alpha,
+            "ksize": self.workload.ksize,
+            "alpha": self.workload.alpha,
         }
 
     def tables(self) -> dict[str, list[dict[str, Any]]]:

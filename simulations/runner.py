@@ -71,6 +71,7 @@ class Simulation:
         self.graph = graph
         self.loop = VirtualTimeLoop()
         self.errors: list[str] = []
+        self._finished = False
         self.loop.set_exception_handler(self._record_error)
         self.underlay = ShortestPathUnderlay(graph)
         self.network = SimNetwork(
@@ -101,11 +102,21 @@ class Simulation:
 
     def _make_workload(self) -> Workload:
         scenario = self.scenario
+        if scenario.workload == "discovery":
+            from gossipmesh.simulations.discovery_workload import (
+                DiscoveryParams,
+                DiscoveryWorkload,
+            )
+
+            table = scenario.workload_params
+            return DiscoveryWorkload(DiscoveryParams.from_table(table, scenario.source), self)
         params = KademliaParams.from_table(scenario.workload_params, scenario.source)
         return KademliaWorkload(params, self)
 
     def _record_error(self, loop: Any, context: dict[str, Any]) -> None:
         """Errors inside the nodes' tasks are counted and reported, not printed."""
+        if self._finished:
+            return  # tasks abandoned at the end of the run, not the nodes' errors
         exception = context.get("exception")
         text = f"{context.get('message', '')}: {exception!r}" if exception else context["message"]
         if len(self.errors) < 1000:
@@ -259,10 +270,12 @@ class Simulation:
                 self.loop.run_until(now)
                 if progress is not None:
                     progress(now, scenario.duration)
+            self._finished = True
             for host in self.live_hosts():
                 self.crash_node(host)
+            self.loop.run_until(self.loop.time())  # let the nodes' stop() run
         # Tasks still waiting on replies are abandoned with the loop; their
-        # "destroyed but pending" reports go to _record_error, not stderr.
+        # "destroyed but pending" reports go to _record_error, which ignores them.
         self.loop.close()
         return self._result(time.perf_counter() - wall_start)
 

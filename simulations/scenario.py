@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 EVENT_KINDS = ("partition", "heal", "crash", "restart", "join", "mass_restart")
-WORKLOAD_KINDS = ("kademlia",)
+WORKLOAD_KINDS = ("kademlia", "discovery")
 
 
 class ScenarioError(ConfigError):

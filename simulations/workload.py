@@ -14,16 +14,20 @@ gossipmesh node plugs in here as another workload.
 
 from __future__ import annotations
 
+import dataclasses
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from gossipmesh.simulations.clock import VirtualTimeLoop
 from gossipmesh.simulations.metrics import MetricCollector
 from gossipmesh.simulations.network import Address, SimEndpoint, SimNetwork
+from gossipmesh.simulations.scenario import ScenarioError
 
-__all__ = ["NodeContext", "SimulatedNode", "Workload"]
+__all__ = ["LiveView", "NodeContext", "SimulatedNode", "Workload", "params_from_table"]
+
+P = TypeVar("P")
 
 
 class SimulatedNode(Protocol):
@@ -63,3 +67,29 @@ class LiveView(Protocol):
     network: SimNetwork
 
     def live_hosts(self) -> list[int]: ...
+
+
+def params_from_table(cls: type[P], table: Mapping[str, Any], source: str) -> P:
+    """A workload's frozen-dataclass parameters from its `[workload]` table.
+
+    Every key must be a field; numbers must be positive, integers where the
+    default is an integer; booleans where the default is a boolean.
+    """
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in defaults:
+            raise ScenarioError(f"{source}: workload.{key}: is not a known key")
+        default = defaults[key]
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ScenarioError(f"{source}: workload.{key}: must be true or false")
+        else:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ScenarioError(f"{source}: workload.{key}: must be a number")
+            if value <= 0:
+                raise ScenarioError(f"{source}: workload.{key}: must be > 0")
+            if isinstance(default, int) and not isinstance(value, int):
+                raise ScenarioError(f"{source}: workload.{key}: must be an integer")
+        values[key] = value
+    return cls(**values)
