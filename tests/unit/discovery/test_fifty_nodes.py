@@ -79,8 +79,15 @@ async def _fifty_nodes() -> None:
         began = loop.time()
         await nodes[0].discovery.start()
         await asyncio.gather(*(n.discovery.start([nodes[0].address]) for n in nodes[1:]))
-        results = await asyncio.gather(*(n.discovery.publish(*n.templates()) for n in nodes))
-        assert all(r.ok for r in results)
+        unpublished = nodes
+        for _attempt in range(3):  # a loaded machine can time out every store of one try
+            results = await asyncio.gather(
+                *(n.discovery.publish(*n.templates()) for n in unpublished)
+            )
+            unpublished = [n for n, r in zip(unpublished, results, strict=True) if not r.ok]
+            if not unpublished:
+                break
+        assert not unpublished, [n.name for n in unpublished]
         joined = loop.time() - began
         joined_sent = [n.discovery.stats.bytes_sent for n in nodes]
 
