@@ -329,3 +329,34 @@ def test_lookups_before_start_and_after_stop_are_none() -> None:
             assert await wait_for(lambda: True, timeout=1)
 
     run(body(), timeout=10)
+
+
+def test_a_contested_name_goes_to_the_earliest_claim_whatever_the_order() -> None:
+    run(_contested_name(), timeout=30)
+
+
+async def _contested_name() -> None:
+    others = await mesh(3)
+    early = await open_node("shared", **FAST)  # type: ignore[arg-type]
+    late = await open_node("shared", **FAST)  # type: ignore[arg-type]
+    async with closing([*others, early, late]):
+        for node in (early, late):
+            await node.discovery.start([others[0].address])
+
+        def claiming(node: LoopbackNode, since: int) -> tuple[NodeRecord, Any]:
+            record, name = node.templates()
+            return (replace(record, name_claimed_since=since), replace(name, claimed_since=since))
+
+        # The later claim is published first; the earlier one still takes the name.
+        assert (await late.discovery.publish(*claiming(late, 2000))).ok
+        await early.discovery.publish(*claiming(early, 1000))
+        for seeker in others:
+            found = await seeker.discovery.lookup_name("shared")
+            assert found is not None and found.public_key == early.identity.public_key
+        # Republishing the later claim changes nothing: refused by the holders (or
+        # already by the late node itself, when it holds the earlier claim).
+        await late.discovery.publish(*claiming(late, 2000))
+        assert refused([*others, early, late], RefusalReason.NAME_TAKEN) > 0
+        for seeker in others:
+            found = await seeker.discovery.lookup_name("shared")
+            assert found is not None and found.public_key == early.identity.public_key
