@@ -90,7 +90,7 @@ class PublishResult:
 
 
 class Discovery:
-    """A member of the network's private, signed Kademlia DHT."""
+    """A member of the network's private, signed Kademlia DHT (one per run: start, then stop)."""
 
     def __init__(
         self,
@@ -305,7 +305,7 @@ class Discovery:
     async def publish(
         self, node_record: NodeRecord, name_record: NameRecord | None = None
     ) -> PublishResult:
-        """Publish this node's records now, and keep them published.
+        """Publish this node's records now, and keep them published (after `start()`).
 
         The arguments are templates: sequence, times, signature and reflexive
         endpoints are filled in here on every publication. Both must carry this
