@@ -492,6 +492,12 @@ class Discovery:
             self.stats.refuse(refusal.reason)
             return None
 
+    def stored_record(self, key: bytes) -> Record | None:
+        """The verified, unexpired record this node itself holds under `key` (no network)."""
+        if self._server is None:
+            return None
+        return self._server.storage.record(key)
+
     # --- peers -----------------------------------------------------------------------------
 
     async def probe(self, addr: Address) -> bool:

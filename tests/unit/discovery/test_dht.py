@@ -99,6 +99,10 @@ async def _refusals() -> None:
         assert refused(honest, RefusalReason.OVERSIZED) == 4
         assert refused(honest, RefusalReason.WRONG_KEY) == 4
 
+        for node in honest:
+            held = node.discovery.stored_record(alice.identity.node_id)
+            assert held is None or held == alice.discovery.current_node_record()
+            assert node.discovery.stored_record(mallory.node_id) is None
         # None of it is served: Alice's genuine newest record is, Mallory's id has nothing.
         found = await bob.discovery.lookup_node(alice.identity.node_id)
         assert found == alice.discovery.current_node_record()
