@@ -15,13 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.netns.test_dns_daemon import (
-    MESH_TIMEOUT,
-    UPSTREAM_CONF,
-    MeshNode,
-    require_daemon_lab,
-    two_node_mesh,
-)
+from tests.netns.test_dns_daemon import server_and_client
+from tests.support.mesh_lab import CONVERGE_TIMEOUT, DaemonNode, MeshLab, require_daemon_lab
 from tests.support.netns import Namespace, NetnsLab
 
 pytestmark = pytest.mark.netns
@@ -79,7 +74,7 @@ def start_sshd(namespace: Namespace, config: Path, log: Path) -> subprocess.Pope
         )
 
 
-def ssh_until_it_works(client: MeshNode, key: Path, deadline_s: float) -> str:
+def ssh_until_it_works(mesh: MeshLab, client: DaemonNode, key: Path, deadline_s: float) -> str:
     """Run `ssh root@server.mesh` until it succeeds; returns its output."""
     argv = [
         "ssh", "-F", "none", "-i", str(key),
@@ -97,21 +92,19 @@ def ssh_until_it_works(client: MeshNode, key: Path, deadline_s: float) -> str:
         if time.monotonic() >= deadline or attempts >= 60:
             raise AssertionError(
                 f"ssh server.mesh still failing after {attempts} attempts "
-                f"(exit {result.returncode}): {result.stderr}\n{client.diagnostics()}"
+                f"(exit {result.returncode}): {result.stderr}\n{mesh.describe()}"
             )
         time.sleep(0.25)  # pacing between retries, not synchronisation
 
 
 def test_ssh_server_mesh_just_works(tmp_path: Path) -> None:
     require_daemon_lab("ssh", "ssh-keygen", SSHD)
-    with NetnsLab("gms") as lab:
-        server, client = two_node_mesh(
-            lab, tmp_path, client_dns="resolv-conf", resolv_conf=UPSTREAM_CONF
-        )
+    with NetnsLab("gms") as netns:
+        mesh, server, client = server_and_client(netns, tmp_path)
         config, key = sshd_files(tmp_path / "ssh")
         sshd = start_sshd(server.namespace, config, tmp_path / "sshd.log")
 
-        output = ssh_until_it_works(client, key, MESH_TIMEOUT)
+        output = ssh_until_it_works(mesh, client, key, CONVERGE_TIMEOUT)
         assert output == "over-the-mesh\n"
         assert sshd.poll() is None, (tmp_path / "sshd.log").read_text()
 
@@ -120,6 +113,5 @@ def test_ssh_server_mesh_just_works(tmp_path: Path) -> None:
             client.namespace.run(["ping", family, "-c", "1", "-w", "5", "server.mesh"])
 
         # It went over the mesh: sshd saw the client's mesh address, not its underlay one.
-        client_ipv4, client_ipv6 = client.status()["ipv4"], client.status()["ipv6"]
         sshd_log = (tmp_path / "sshd.log").read_text()
-        assert f"from {client_ipv4} " in sshd_log or f"from {client_ipv6} " in sshd_log, sshd_log
+        assert f"from {client.ipv4} " in sshd_log or f"from {client.ipv6} " in sshd_log, sshd_log
