@@ -245,12 +245,24 @@ class MeshLab:
     def wait_full_mesh(self, timeout: float = CONVERGE_TIMEOUT) -> None:
         """Until every running node has a path (direct or relayed) to every other one."""
         running = [node for node in self.nodes if node.running()]
-        wait_until(
-            lambda: all(self.knows_everyone(node) for node in running),
-            timeout,
-            0.2,
-            "every node to reach every other one",
-        )
+        try:
+            wait_until(
+                lambda: all(self.knows_everyone(node) for node in running),
+                timeout,
+                0.2,
+                "every node to reach every other one",
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.describe()}") from None
+
+    def describe(self) -> str:
+        """Every node's peers table and log, for failure messages."""
+        tables = []
+        for node in self.nodes:
+            if node.running():
+                peers = node.cli("peers", check=False).stdout
+                tables.append(f"=== {node.name} peers\n{peers}")
+        return "\n".join(tables) + "\n" + self.logs()
 
     def logs(self) -> str:
         """Every node's log, for failure messages."""
@@ -267,6 +279,5 @@ def ping_until(source: DaemonNode, address: str, timeout: float = CONVERGE_TIMEO
         if time.monotonic() >= deadline:
             raise AssertionError(
                 f"{source.name} could not ping {address} within {timeout:.0f}s\n"
-                f"{source.name} peers: {json.dumps(source.peers(), indent=1)}\n"
-                f"{source.mesh.logs()}"
+                f"{source.mesh.describe()}"
             )

@@ -88,10 +88,12 @@ class Namespace:
         check: bool = True,
         timeout: float = DEFAULT_TIMEOUT,
         env: Mapping[str, str] | None = None,
+        input: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """Run to completion; on failure the error shows the command's output."""
+        """Run to completion (`input` on stdin); on failure the error shows the output."""
         result = subprocess.run(
             self.command(argv),
+            input=input,
             capture_output=True,
             text=True,
             timeout=timeout,

@@ -1,0 +1,85 @@
+"""A daemon's life cycle: crash and restart from its state, clean stop, one instance only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gossipmesh.errors import UsageError
+from gossipmesh.runtime import daemon
+from tests.support.mesh_lab import MeshLab, ping_until, require_daemon_lab
+from tests.support.netns import NetnsLab, wait_until
+
+pytestmark = [pytest.mark.netns, pytest.mark.timeout(120)]
+
+
+def cached_peers(state_dir: Path) -> list[object]:
+    """The peers in the daemon's peer cache (empty until it has saved one)."""
+    try:
+        peers: list[object] = json.loads((state_dir / "peers.json").read_text())["peers"]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return []
+    return peers
+
+
+def test_killed_node_restarts_with_its_addresses_and_rejoins_from_its_peer_cache(
+    tmp_path: Path,
+) -> None:
+    require_daemon_lab("ping")
+    with NetnsLab() as netns:
+        mesh = MeshLab(netns, tmp_path)
+        alpha, bravo, charlie = mesh.add_nodes("alpha", "bravo", "charlie")
+        mesh.start_all()
+        mesh.wait_full_mesh()
+        before = charlie.status()
+        ping_until(alpha, charlie.ipv4)
+        wait_until(lambda: cached_peers(charlie.state_dir), 20, what="charlie's peer cache")
+
+        charlie.kill()
+        charlie.start()  # no --bootstrap: only the peer cache can bring it back
+        assert "--bootstrap" not in charlie.up_command()
+        after = charlie.status()
+        assert (after["ipv4"], after["ipv6"]) == (before["ipv4"], before["ipv6"])
+        ping_until(alpha, after["ipv4"])
+        ping_until(bravo, after["ipv6"])
+        ping_until(charlie, alpha.ipv4)
+
+        tun, control_socket = charlie.interface, charlie.state_dir / "control.sock"
+        assert charlie.namespace.run(["ip", "link", "show", tun], check=False).returncode == 0
+        assert charlie.terminate() == 0
+        ns = charlie.namespace
+        assert ns.run(["ip", "link", "show", tun], check=False).returncode != 0, "TUN left behind"
+        assert ns.run(["ip", "-4", "route", "show", "100.64.0.0/10"]).stdout.strip() == ""
+        assert ns.run(["ip", "-6", "route", "show", "fd00::/8"]).stdout.strip() == ""
+        assert not control_socket.exists(), "control socket left behind"
+
+
+def test_second_up_on_the_same_state_dir_or_port_is_refused(tmp_path: Path) -> None:
+    require_daemon_lab()
+    with NetnsLab() as netns:
+        mesh = MeshLab(netns, tmp_path)
+        (alpha,) = mesh.add_nodes("alpha")
+        alpha.start()
+
+        same_state = alpha.namespace.run(
+            [*alpha.up_command(), "--listen", "51999"], check=False, timeout=20
+        )
+        assert same_state.returncode != 0
+        assert "already up" in same_state.stderr, same_state.stderr
+
+        other_state = alpha.up_command()
+        other_state[other_state.index("--state-dir") + 1] = str(tmp_path / "other-state")
+        other_state[other_state.index("--interface") + 1] = netns.name("gm")
+        same_port = alpha.namespace.run(other_state, check=False, timeout=20)
+        assert same_port.returncode != 0
+        assert "already in use" in same_port.stderr, same_port.stderr
+        assert alpha.running()
+        assert alpha.status()["ipv4"]
+
+
+def test_up_without_root_says_so_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    with pytest.raises(UsageError, match="needs root"):
+        daemon.preflight()
