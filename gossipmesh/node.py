@@ -234,6 +234,7 @@ class Node:
         self.rx_bytes: dict[bytes, int] = {}
         self._probing: set[bytes] = set()
         self._rendezvous_answered: dict[bytes, float] = {}
+        self._last_urgent_fetch = float("-inf")
         self._ipv4_counter = 0
         self._ipv4_held_since = 0
         self._name_claimed_since = 0
@@ -521,6 +522,19 @@ class Node:
         if not task.cancelled() and task.exception() is not None:
             log.error("node job failed", exc_info=task.exception())
 
+    def _fetch_records_soon(self) -> None:
+        """A handshake came from a key we hold no record for: fetch records now.
+
+        Without this the newcomer's handshake is refused until our next
+        directory round (5 s) and its retry (another 5 s); once its record is
+        here, the newcomer probe answers it with a handshake of our own.
+        """
+        now = self.now()
+        if self._loop is None or now - self._last_urgent_fetch < 1.0 or not self._tasks:
+            return
+        self._last_urgent_fetch = now
+        self._spawn(self._directory_round())
+
     async def _directory_round(self) -> None:
         """Fetch records of nodes we know of but hold no record for; drop expired ones."""
         wall = self.wall()
@@ -724,7 +738,10 @@ class Node:
             else:
                 self._on_control(peer.public_key, payload, addr)
         elif kind in (1, 2, 3):
+            unknown_before = self.sessions.stats.unknown_peer
             self.sessions.receive_datagram(data, addr, self.now())
+            if self.sessions.stats.unknown_peer != unknown_before:
+                self._fetch_records_soon()
             self._service()
         elif kind == 5:
             self.discovery.datagram_received(data, addr)

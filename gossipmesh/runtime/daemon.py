@@ -116,6 +116,8 @@ class Daemon:
         self.control: ControlServer | None = None
         self.transport: DaemonTransport | None = None
         self.magic_dns: MagicDns | None = None
+        self.ready = False
+        """True once the node has joined and MagicDNS (if any) serves: `status` says so."""
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -171,6 +173,7 @@ class Daemon:
             )
         else:  # leave the host alone, but undo what a crashed run of ours left there
             await asyncio.to_thread(recover_resolv_conf, RESOLV_CONF, self.state.path)
+        self.ready = True
         log.info(
             "up: %s %s (%s) on %s, UDP port %d",
             node.ipv4,
@@ -239,6 +242,7 @@ class Daemon:
             result = self.node.status()
             result["interface"] = self.tun.name if self.tun else None
             result["state_dir"] = str(self.state.path)
+            result["ready"] = self.ready
             return result
 
         async def peers(args: Mapping[str, Any]) -> Any:

@@ -33,6 +33,7 @@ def configure_logging(level: str, log_format: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # The DHT library logs every RPC at debug and some peer failures at warning.
-    logging.getLogger("kademlia").setLevel(max(root.level, logging.WARNING))
-    logging.getLogger("rpcudp").setLevel(max(root.level, logging.WARNING))
+    # The DHT library logs every RPC at debug and every peer that goes away
+    # ("no response ... removing from router") at warning: routine in a mesh.
+    logging.getLogger("kademlia").setLevel(max(root.level, logging.ERROR))
+    logging.getLogger("rpcudp").setLevel(max(root.level, logging.ERROR))
