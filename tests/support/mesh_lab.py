@@ -203,7 +203,7 @@ class MeshLab:
     ) -> None:
         self.netns = netns
         self.directory = directory
-        self.bridge: Bridge = netns.bridge()
+        self._bridge: Bridge | None = None
         self.nodes: list[DaemonNode] = []
         self.secret = directory / "network.secret"
         self.secret.write_bytes(os.urandom(32).hex().encode())
@@ -213,12 +213,22 @@ class MeshLab:
             self.config = directory / "gossipmesh.toml"
             self.config.write_text(toml_config(settings))
 
+    @property
+    def bridge(self) -> Bridge:
+        """The switch every `add_node` namespace plugs into (created on first use)."""
+        if self._bridge is None:
+            self._bridge = self.netns.bridge()
+        return self._bridge
+
     def add_node(self, name: str) -> DaemonNode:
         """A namespace on the bridge with the next underlay address; daemon not started."""
-        index = len(self.nodes) + 1
         namespace = self.netns.namespace(name[:4])
-        underlay = f"{UNDERLAY_PREFIX}{index}"
+        underlay = f"{UNDERLAY_PREFIX}{len(self.nodes) + 1}"
         self.bridge.attach(namespace, f"{underlay}/24")
+        return self.adopt(name, namespace, underlay)
+
+    def adopt(self, name: str, namespace: Namespace, underlay: str) -> DaemonNode:
+        """A node in a namespace the caller wired up itself (e.g. one end of a veth)."""
         directory = self.directory / name
         directory.mkdir()
         node = DaemonNode(self, name, namespace, underlay, directory)
