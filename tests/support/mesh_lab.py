@@ -115,6 +115,7 @@ class DaemonNode:
             self.wait_ready()
 
     def wait_ready(self) -> dict[str, Any]:
+        """Until `status --json` answers with `ready`; fails early if the daemon exits."""
         status: dict[str, Any] = wait_until(
             self._ready_status, START_TIMEOUT, 0.1, f"{self.name}'s daemon to answer status"
         )
@@ -124,7 +125,12 @@ class DaemonNode:
         if self.process is not None and self.process.poll() is not None:
             raise AssertionError(f"{self.name}'s daemon exited early:\n{self.log.read_text()}")
         result = self.cli("status", "--json", check=False)
-        return json.loads(result.stdout) if result.returncode == 0 else None
+        if result.returncode != 0:
+            return None
+        status: dict[str, Any] = json.loads(result.stdout)
+        # The control socket opens before the node has joined (and MagicDNS
+        # serves); `ready` says both are done.
+        return status if status.get("ready", True) else None
 
     @property
     def pid(self) -> int:
