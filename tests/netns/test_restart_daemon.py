@@ -9,7 +9,7 @@ import pytest
 
 from gossipmesh.errors import UsageError
 from gossipmesh.runtime import daemon
-from tests.support.mesh_lab import MeshLab, ping_until, require_daemon_lab
+from tests.support.mesh_lab import UNDERLAY_PREFIX, MeshLab, ping_until, require_daemon_lab
 from tests.support.netns import NetnsLab, wait_until
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(120)]
@@ -38,7 +38,13 @@ def test_killed_node_restarts_with_its_addresses_and_rejoins_from_its_peer_cache
         wait_until(lambda: cached_peers(charlie.state_dir), 20, what="charlie's peer cache")
 
         charlie.kill()
-        charlie.start()  # no --bootstrap: only the peer cache can bring it back
+        # A new underlay address: the others cannot find charlie where it was,
+        # so only charlie's peer cache (no --bootstrap) can bring it back.
+        assert charlie.link is not None
+        charlie.namespace.run(["ip", "addr", "flush", "dev", charlie.link])
+        charlie.underlay = f"{UNDERLAY_PREFIX}{len(mesh.nodes) + 10}"
+        charlie.namespace.run(["ip", "addr", "add", f"{charlie.underlay}/24", "dev", charlie.link])
+        charlie.start()
         assert "--bootstrap" not in charlie.up_command()
         after = charlie.status()
         assert (after["ipv4"], after["ipv6"]) == (before["ipv4"], before["ipv6"])

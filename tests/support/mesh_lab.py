@@ -69,6 +69,8 @@ class DaemonNode:
         self.underlay = underlay
         self.directory = directory
         self.interface = mesh.netns.name("gm")
+        self.link: str | None = None
+        """The namespace's end of its bridge link, when `MeshLab.add_node` made it."""
         self.process: subprocess.Popen[str] | None = None
         self.starts = 0
         self._status: dict[str, Any] | None = None
@@ -230,8 +232,10 @@ class MeshLab:
         """A namespace on the bridge with the next underlay address; daemon not started."""
         namespace = self.netns.namespace(name[:4])
         underlay = f"{UNDERLAY_PREFIX}{len(self.nodes) + 1}"
-        self.bridge.attach(namespace, f"{underlay}/24")
-        return self.adopt(name, namespace, underlay)
+        link = self.bridge.attach(namespace, f"{underlay}/24")
+        node = self.adopt(name, namespace, underlay)
+        node.link = link
+        return node
 
     def adopt(self, name: str, namespace: Namespace, underlay: str) -> DaemonNode:
         """A node in a namespace the caller wired up itself (e.g. one end of a veth)."""
