@@ -13,7 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.mesh_lab import MeshLab, ping_until, require_daemon_lab
+from gossipmesh.node import MESH_MTU
+from tests.support.mesh_lab import (
+    MeshLab,
+    assert_full_size_packets_pass,
+    ping_until,
+    require_daemon_lab,
+)
 from tests.support.netns import NetnsLab, wait_until
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(120)]
@@ -31,6 +37,12 @@ def test_every_pair_pings_over_ipv4_and_ipv6_and_tcp_passes_data(tmp_path: Path)
             ping_until(source, target.ipv6)
 
         alpha, _, charlie = nodes
+        assert_full_size_packets_pass(alpha, charlie)
+        too_big = alpha.namespace.run(
+            ["ping", "-M", "do", "-c", "1", "-W", "2", "-s", str(MESH_MTU - 28 + 1), charlie.ipv4],
+            check=False,
+        )
+        assert too_big.returncode != 0 and f"mtu={MESH_MTU}" in too_big.stdout + too_big.stderr
         server = charlie.namespace.start(["iperf3", "-s", "-1", "-B", charlie.ipv4])
         wait_until(
             lambda: charlie.namespace.run(["ss", "-ltn", "sport", "= :5201"]).stdout.count("5201"),

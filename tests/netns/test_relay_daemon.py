@@ -15,7 +15,13 @@ from typing import Any
 
 import pytest
 
-from tests.support.mesh_lab import DaemonNode, MeshLab, ping_until, require_daemon_lab
+from tests.support.mesh_lab import (
+    DaemonNode,
+    MeshLab,
+    assert_full_size_packets_pass,
+    ping_until,
+    require_daemon_lab,
+)
 from tests.support.netns import NetnsLab, wait_until
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(120)]
@@ -72,6 +78,7 @@ def test_blocked_underlay_goes_through_a_relay_and_back_to_direct(tmp_path: Path
         ping_until(alpha, charlie.ipv4, SWITCH_TIMEOUT)
         ping_until(alpha, charlie.ipv6, SWITCH_TIMEOUT)
         ping_until(charlie, alpha.ipv4, SWITCH_TIMEOUT)
+        assert_full_size_packets_pass(alpha, charlie)  # the relay's extra framing still fits
         mesh_ping = alpha.cli_json("ping", charlie.name, "--count", "2")
         answered = [probe for probe in mesh_ping["probes"] if probe["rtt_ms"] is not None]
         assert answered, mesh_ping
