@@ -243,6 +243,11 @@ class Daemon:
             result["interface"] = self.tun.name if self.tun else None
             result["state_dir"] = str(self.state.path)
             result["ready"] = self.ready
+            if self.transport is not None:
+                # Drops at the OS edge (a full socket buffer, a TUN write refused):
+                # counted by the transport, invisible to the node.
+                result["counters"]["send_errors"] = self.transport.send_errors
+                result["counters"]["tun_write_errors"] = self.transport.tun_write_errors
             return result
 
         async def peers(args: Mapping[str, Any]) -> Any:
