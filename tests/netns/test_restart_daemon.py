@@ -62,7 +62,9 @@ def test_killed_node_restarts_with_its_addresses_and_rejoins_from_its_peer_cache
         assert not control_socket.exists(), "control socket left behind"
 
 
-def test_second_up_on_the_same_state_dir_or_port_is_refused(tmp_path: Path) -> None:
+def test_second_up_on_the_same_state_dir_or_port_is_refused_and_down_stops_it(
+    tmp_path: Path,
+) -> None:
     require_daemon_lab()
     with NetnsLab() as netns:
         mesh = MeshLab(netns, tmp_path)
@@ -83,6 +85,14 @@ def test_second_up_on_the_same_state_dir_or_port_is_refused(tmp_path: Path) -> N
         assert "already in use" in same_port.stderr, same_port.stderr
         assert alpha.running()
         assert alpha.status()["ipv4"]
+
+        assert "stopping" in alpha.cli("down").stdout
+        assert alpha.process is not None and alpha.process.wait(timeout=10) == 0
+        gone = alpha.namespace.run(["ip", "link", "show", alpha.interface], check=False)
+        assert gone.returncode != 0, "TUN left behind after down"
+        no_daemon = alpha.cli("status", check=False)
+        assert no_daemon.returncode != 0
+        assert len(no_daemon.stderr.strip().splitlines()) == 1, no_daemon.stderr
 
 
 def test_up_without_root_says_so_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
