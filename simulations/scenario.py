@@ -189,6 +189,8 @@ def _event(reader: _Reader, hosts: int) -> EventSpec:
         raise reader.error("count", "a join event needs count = N")
     if kind == "join" and event.nodes:
         raise reader.error("nodes", "joiners are new hosts: give count = N instead")
+    if kind == "crash" and not (event.nodes or event.count or event.fraction):
+        raise reader.error("count", "a crash needs nodes = [...], count = N or fraction = F")
     if kind == "partition" and not (event.groups or event.fraction):
         raise reader.error("groups", "a partition needs groups = [[...], [...]] or fraction")
     reader.reject_unknown()

@@ -32,6 +32,10 @@ def write(tmp_path: Path, text: str) -> Path:
             "events[0].kind: 'explode' is not one of",
         ),
         ("duration = 10\n[nodes]\ncount = 5\n[topology]\nkind = 'ring'\n", "topology.kind"),
+        (
+            "duration = 10\n[nodes]\ncount = 5\n[[events]]\nat = 1\nkind = 'crash'\n",
+            "events[0].count: a crash needs",
+        ),
         ("duration = 10\n[nodes]\ncount = 5\n[workload]\nalpah = 3\n", "workload.alpah"),
         ("seed = true\nduration = 10\n[nodes]\ncount = 5\n", "seed: must be an integer"),
         ("duration = [\n", "not valid TOML"),
