@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from gossipmesh.errors import UsageError
 from gossipmesh.runtime import daemon
-from tests.support.mesh_lab import UNDERLAY_PREFIX, MeshLab, ping_until, require_daemon_lab
+from tests.support.mesh_lab import (
+    GOSSIPMESH,
+    UNDERLAY_PREFIX,
+    MeshLab,
+    ping_until,
+    require_daemon_lab,
+)
 from tests.support.netns import NetnsLab, wait_until
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(120)]
@@ -99,3 +106,19 @@ def test_up_without_root_says_so_in_one_line(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr("os.geteuid", lambda: 1000)
     with pytest.raises(UsageError, match="needs root"):
         daemon.preflight()
+
+
+def test_up_as_an_unprivileged_user_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    require_daemon_lab("setpriv")
+    tmp_path.chmod(0o755)
+    result = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+         GOSSIPMESH, "up", "--key", str(tmp_path / "node.key"),
+         "--state-dir", str(tmp_path / "state")],
+        capture_output=True, text=True, timeout=20,
+    )  # fmt: skip
+    assert result.returncode == 2, result
+    assert result.stderr.strip().splitlines() == [
+        "gossipmesh: error: gossipmesh up needs root (CAP_NET_ADMIN) to create its TUN device"
+    ]
+    assert not (tmp_path / "state").exists() and not (tmp_path / "node.key").exists()
