@@ -69,7 +69,7 @@ def test_killed_node_restarts_with_its_addresses_and_rejoins_from_its_peer_cache
         assert not control_socket.exists(), "control socket left behind"
 
 
-def test_second_up_on_the_same_state_dir_or_port_is_refused_and_down_stops_it(
+def test_second_up_on_the_same_state_dir_port_or_interface_is_refused_and_down_stops_it(
     tmp_path: Path,
 ) -> None:
     require_daemon_lab()
@@ -81,17 +81,28 @@ def test_second_up_on_the_same_state_dir_or_port_is_refused_and_down_stops_it(
         same_state = alpha.namespace.run(
             [*alpha.up_command(), "--listen", "51999"], check=False, timeout=20
         )
-        assert same_state.returncode != 0
+        assert same_state.returncode == 2
         assert "already up" in same_state.stderr, same_state.stderr
 
         other_state = alpha.up_command()
         other_state[other_state.index("--state-dir") + 1] = str(tmp_path / "other-state")
         other_state[other_state.index("--interface") + 1] = netns.name("gm")
         same_port = alpha.namespace.run(other_state, check=False, timeout=20)
-        assert same_port.returncode != 0
+        assert same_port.returncode == 2
         assert "already in use" in same_port.stderr, same_port.stderr
+
+        same_interface = alpha.up_command()
+        same_interface[same_interface.index("--state-dir") + 1] = str(tmp_path / "third-state")
+        same_interface[same_interface.index("--listen") + 1] = "51998"
+        refused = alpha.namespace.run(same_interface, check=False, timeout=20)
+        assert refused.returncode == 2
+        assert f"cannot open TUN device '{alpha.interface}'" in refused.stderr, refused.stderr
         assert alpha.running()
         assert alpha.status()["ipv4"]
+        assert (
+            alpha.namespace.run(["ip", "link", "show", alpha.interface], check=False).returncode
+            == 0
+        )
 
         assert "stopping" in alpha.cli("down").stdout
         assert alpha.process is not None and alpha.process.wait(timeout=10) == 0
