@@ -43,6 +43,11 @@ def test_every_pair_pings_over_ipv4_and_ipv6_and_tcp_passes_data(tmp_path: Path)
             check=False,
         )
         assert too_big.returncode != 0 and f"mtu={MESH_MTU}" in too_big.stdout + too_big.stderr
+        held = {node.ipv4 for node in nodes}
+        nobody = next(f"100.64.0.{i}" for i in range(1, 10) if f"100.64.0.{i}" not in held)
+        for address in (nobody, "fd12:3456::1"):  # mesh addresses no node holds
+            answer = alpha.namespace.run(["ping", "-c", "1", "-W", "2", address], check=False)
+            assert "unreachable" in answer.stdout.lower(), answer.stdout  # not a silent drop
         server = charlie.namespace.start(["iperf3", "-s", "-1", "-B", charlie.ipv4])
         wait_until(
             lambda: charlie.namespace.run(["ss", "-ltn", "sport", "= :5201"]).stdout.count("5201"),
