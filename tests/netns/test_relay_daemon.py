@@ -70,10 +70,10 @@ def test_blocked_underlay_goes_through_a_relay_and_back_to_direct(tmp_path: Path
             "the nftables rule does not block the underlay"
         )
         wait_until(
-            lambda: _relayed_via(alpha, charlie, bravo),
+            lambda: _relayed_via(alpha, charlie, bravo) and _relayed_via(charlie, alpha, bravo),
             SWITCH_TIMEOUT,
             0.2,
-            "alpha's peers to show charlie relayed via bravo",
+            "alpha's and charlie's peers to show each other relayed via bravo",
         )
         ping_until(alpha, charlie.ipv4, SWITCH_TIMEOUT)
         ping_until(alpha, charlie.ipv6, SWITCH_TIMEOUT)
@@ -88,10 +88,13 @@ def test_blocked_underlay_goes_through_a_relay_and_back_to_direct(tmp_path: Path
 
         alpha.namespace.run(["nft", "delete", "table", "inet", table])
         wait_until(
-            lambda: path_to(alpha, charlie)["path"] == "direct",
+            lambda: (
+                path_to(alpha, charlie)["path"] == "direct"
+                and path_to(charlie, alpha)["path"] == "direct"
+            ),
             SWITCH_TIMEOUT,
             0.2,
-            "alpha's peers to show charlie direct again",
+            "alpha's and charlie's peers to show each other direct again",
         )
         ping_until(alpha, charlie.ipv4, SWITCH_TIMEOUT)
         mesh_ping = alpha.cli_json("ping", charlie.name, "--count", "1")
