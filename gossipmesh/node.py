@@ -549,8 +549,11 @@ class Node:
             return
         neighbours = sorted(self.routing.neighbours())
         if neighbours:
+            # Every neighbour, not one at random: a record then spreads at least
+            # one hop per round, even where the DHT cannot reach its holders.
             request = encode_record_request(missing)
-            self._send_control(self.rng.choice(neighbours), request)
+            for neighbour in neighbours:
+                self._send_control(neighbour, request)
             self._service()
         lookups = [self.discovery.lookup_node(node_id) for node_id in missing[:16]]
         for record in await asyncio.gather(*lookups):
