@@ -72,11 +72,12 @@ def test_killed_node_restarts_with_its_addresses_and_rejoins_from_its_peer_cache
 def test_second_up_on_the_same_state_dir_port_or_interface_is_refused_and_down_stops_it(
     tmp_path: Path,
 ) -> None:
+    """The running daemon logs with --log-format json, checked at the end."""
     require_daemon_lab()
     with NetnsLab() as netns:
         mesh = MeshLab(netns, tmp_path)
         (alpha,) = mesh.add_nodes("alpha")
-        alpha.start()
+        alpha.start((), "--log-format", "json")
 
         same_state = alpha.namespace.run(
             [*alpha.up_command(), "--listen", "51999"], check=False, timeout=20
@@ -111,6 +112,11 @@ def test_second_up_on_the_same_state_dir_port_or_interface_is_refused_and_down_s
         no_daemon = alpha.cli("status", check=False)
         assert no_daemon.returncode != 0
         assert len(no_daemon.stderr.strip().splitlines()) == 1, no_daemon.stderr
+
+        log_lines = alpha.log.read_text().splitlines()[1:]  # after the lab's "--- start" line
+        entries = [json.loads(line) for line in log_lines]  # --log-format json: every line
+        assert any(" up: " in f" {entry['message']}" for entry in entries), entries
+        assert {"time", "level", "logger", "message"} <= set(entries[0]), entries[0]
 
 
 def test_up_without_root_says_so_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
