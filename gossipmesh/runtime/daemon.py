@@ -33,6 +33,7 @@ from gossipmesh.identity import Identity, load_or_create_key_file
 from gossipmesh.membership import NetworkSecret
 from gossipmesh.node import MESH_MTU, Node, NodeOptions
 from gossipmesh.runtime.control import ControlServer
+from gossipmesh.runtime.dataplane import DataPlane, OffloadTunDevice, open_offload_tun
 from gossipmesh.runtime.logs import configure_logging
 from gossipmesh.runtime.statefiles import InstanceLock, StateDir, default_state_dir
 from gossipmesh.runtime.tun import TunDevice, TunError, open_tun
@@ -40,30 +41,14 @@ from gossipmesh.runtime.udp import open_udp_socket
 
 log = logging.getLogger("gossipmesh")
 
-MAX_BATCH = 512
-"""Datagrams or packets handled per wake-up before yielding to other work."""
+OFFLOADS_ENV = "GOSSIPMESH_OFFLOADS"
+"""Set to "none" (one syscall per packet), "udp" (UDP GSO/GRO only) or "all" (the default:
+also TUN TCP offloads). For measuring and for kernels without them; the wire is the same."""
 
 
-class DaemonTransport:
-    """The node's `NodeTransport`: the UDP socket and the TUN fd, no buffering."""
-
-    def __init__(self, sock: socket.socket, tun_fd: int) -> None:
-        self._sendto = sock.sendto
-        self._tun_fd = tun_fd
-        self.send_errors = 0
-        self.tun_write_errors = 0
-
-    def send_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
-        try:
-            self._sendto(data, addr)
-        except OSError:
-            self.send_errors += 1
-
-    def write_tun(self, packet: bytes) -> None:
-        try:
-            os.write(self._tun_fd, packet)
-        except OSError:
-            self.tun_write_errors += 1
+def offload_mode() -> str:
+    mode = os.environ.get(OFFLOADS_ENV, "all")
+    return mode if mode in ("none", "udp", "all") else "all"
 
 
 def preflight() -> None:
@@ -114,7 +99,7 @@ class Daemon:
         self.sock: socket.socket | None = None
         self.tun: TunDevice | None = None
         self.control: ControlServer | None = None
-        self.transport: DaemonTransport | None = None
+        self.transport: DataPlane | None = None
         self.magic_dns: MagicDns | None = None
         self.ready = False
         """True once the node has joined and MagicDNS (if any) serves: `status` says so."""
@@ -137,14 +122,15 @@ class Daemon:
         # The node needs the TUN fd for writes, and the TUN needs the node's
         # address: claim the address first (start() does), then bring the
         # device up before any packet can arrive for it.
-        self.transport = DaemonTransport(self.sock, -1)
+        offloads = offload_mode()
+        self.transport = DataPlane(self.sock, gso=offloads != "none", gro=offloads != "none")
         node = Node(self.identity, self.secret, options, self.transport, state_dir=self.state.path)
         self.node = node
         node.prepare()
         assert node.ipv4 is not None
         try:
             self.tun = await asyncio.to_thread(
-                open_tun,
+                open_offload_tun if offloads == "all" else open_tun,
                 settings.interface,
                 MESH_MTU,
                 [
@@ -157,7 +143,7 @@ class Daemon:
             raise UsageError(str(exc)) from None
         if settings.dns != "off":
             await asyncio.to_thread(add_resolver_addresses, self.tun.name)
-        self.transport._tun_fd = self.tun.fd
+        self.transport.attach_tun(self.tun.fd, vnet=isinstance(self.tun, OffloadTunDevice))
         loop.add_reader(self.sock.fileno(), self._on_socket_readable)
         loop.add_reader(self.tun.fd, self._on_tun_readable)
         self.control = ControlServer(self.state.control_socket, self._handlers())
@@ -207,32 +193,12 @@ class Daemon:
     # --- the data plane's two readers --------------------------------------------
 
     def _on_socket_readable(self) -> None:
-        assert self.sock is not None and self.node is not None
-        recvfrom = self.sock.recvfrom
-        received = self.node.datagram_received
-        for _ in range(MAX_BATCH):
-            try:
-                data, addr = recvfrom(65536)
-            except BlockingIOError:
-                break
-            except OSError:
-                continue  # ICMP errors surface here; nothing to do
-            received(data, addr)
+        assert self.transport is not None and self.node is not None
+        self.transport.drain_socket(self.node.datagram_received)
 
     def _on_tun_readable(self) -> None:
-        assert self.tun is not None and self.node is not None
-        read = os.read
-        fd = self.tun.fd
-        packet_in = self.node.tun_packet
-        for _ in range(MAX_BATCH):
-            try:
-                packet = read(fd, 65536)
-            except BlockingIOError:
-                break
-            except OSError:
-                break
-            if packet:
-                packet_in(packet)
+        assert self.transport is not None and self.node is not None
+        self.transport.drain_tun(self.node.tun_packet)
 
     # --- control socket -------------------------------------------------------------
 
