@@ -965,6 +965,12 @@ class Node:
     async def netcheck(self, max_peers: int = 8) -> dict[str, Any]:
         """This node's NAT behaviour as its peers see it (`gossipmesh netcheck`)."""
         peers = [(p.host, p.port) for p in self.discovery.known_peers()][:max_peers]
+        if not peers:
+            # No peer ever answered: ask the bootstrap nodes, so that a node whose
+            # UDP is blocked reports "blocked", not "untested" (host names skipped:
+            # resolving them is the runtime's job).
+            peers = [addr for addr in self.options.bootstrap if _is_ip_literal(addr[0])]
+            peers = peers[:max_peers]
         observed = await asyncio.gather(*(self.discovery.observe(addr) for addr in peers))
         answers = [
             {"peer": f"{host}:{port}", "sees_us_as": f"{seen[0]}:{seen[1]}"}
@@ -1152,6 +1158,14 @@ class Node:
 def loop_jitter(rng: random.Random) -> float:
     """A factor in [0.9, 1.1]: periodic rounds of many nodes must not synchronise."""
     return 0.9 + 0.2 * rng.random()
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _format_endpoint(endpoint: object) -> str | None:
