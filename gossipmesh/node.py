@@ -1097,8 +1097,15 @@ class Node:
             if entry.node_id == self.identity.node_id:
                 continue
             peer = self.sessions.peer(entry.x25519_public_key)
-            direct = peer is not None and type(peer.endpoint) is tuple
             route = self.routing.route(entry.node_id)
+            path = self.paths.get(entry.node_id)
+            # A session keeps its last endpoint after the node leaves or dies:
+            # it is only a direct path while the node is a live neighbour or routable.
+            direct = (
+                peer is not None
+                and type(peer.endpoint) is tuple
+                and ((path is not None and path.neighbour) or route is not None)
+            )
             via = None
             if not direct and route is not None:
                 via = self._short_name(route)
