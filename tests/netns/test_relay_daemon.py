@@ -100,6 +100,15 @@ def test_blocked_underlay_goes_through_a_relay_and_back_to_direct(tmp_path: Path
         mesh_ping = alpha.cli_json("ping", charlie.name, "--count", "1")
         assert mesh_ping["probes"][0]["path"] == f"direct {charlie.endpoint}", mesh_ping
 
+        # A node that leaves is no longer shown as reachable, though its session lingers.
+        assert charlie.terminate() == 0
+        wait_until(
+            lambda: path_to(alpha, charlie)["path"] == "none",
+            SWITCH_TIMEOUT,
+            0.2,
+            "alpha's peers to show charlie gone",
+        )
+
 
 def _relayed_via(node: DaemonNode, other: DaemonNode, relay: DaemonNode) -> bool:
     row = path_to(node, other)

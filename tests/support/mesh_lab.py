@@ -121,6 +121,7 @@ class DaemonNode:
         status: dict[str, Any] = wait_until(
             self._ready_status, START_TIMEOUT, 0.1, f"{self.name}'s daemon to answer status"
         )
+        self._status = status  # addresses stay known after the daemon stops
         return status
 
     def _ready_status(self) -> dict[str, Any] | None:
