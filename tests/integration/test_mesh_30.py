@@ -38,8 +38,8 @@ traffic (probes, relayed handshakes, record floods) queued datagrams for
 hundreds of milliseconds, keepalives missed dead_after and links flapped:
 a harness overload, not the protocol's behaviour.
 """
-CONVERGENCE_TIMEOUT = 60.0
-"""Generous: about 25 s here; CI has two cores."""
+CONVERGENCE_TIMEOUT = 90.0
+"""Generous: 21-32 s on an idle two-core machine, 48 s seen while other suites ran."""
 
 
 def line_with_chords(size: int, chords: int, seed: int) -> nx.Graph:
