@@ -45,6 +45,8 @@ def test_killed_node_restarts_with_its_addresses_and_rejoins_from_its_peer_cache
         wait_until(lambda: cached_peers(charlie.state_dir), 20, what="charlie's peer cache")
 
         charlie.kill()
+        crashed = charlie.namespace.run(["ip", "link", "show", charlie.interface], check=False)
+        assert crashed.returncode != 0, "the kernel removes the TUN device with its last fd"
         # A new underlay address: the others cannot find charlie where it was,
         # so only charlie's peer cache (no --bootstrap) can bring it back.
         assert charlie.link is not None
