@@ -140,6 +140,14 @@ def _by_n(
     return sizes, means, spreads
 
 
+def _n_axis(axes: Any, sizes: Sequence[int]) -> None:
+    """A log N axis labelled with the measured sizes, not 3x10^2."""
+    axes.set_xscale("log")
+    axes.set_xticks(list(sizes), labels=[str(n) for n in sizes])
+    axes.minorticks_off()
+    axes.set_xlabel("nodes N")
+
+
 def plot_hops_vs_n(rows: Sequence[Mapping[str, Any]], out_dir: Path) -> Path:
     """Mean lookup hops per N (error bars over seeds) against log2(N)."""
     sizes, means, spreads = _by_n(rows, "hops_mean")
@@ -148,8 +156,7 @@ def plot_hops_vs_n(rows: Sequence[Mapping[str, Any]], out_dir: Path) -> Path:
     if sizes:
         grid = [sizes[0] * (sizes[-1] / sizes[0]) ** (i / 50) for i in range(51)]
         axes.plot(grid, [math.log2(n) for n in grid], "k--", linewidth=1, label="log2(N)")
-    axes.set_xscale("log")
-    axes.set_xlabel("nodes N")
+    _n_axis(axes, sizes)
     axes.set_ylabel("lookup hops")
     axes.legend(fontsize=8)
     axes.grid(alpha=0.3, which="both")
@@ -161,8 +168,7 @@ def plot_overhead_vs_n(rows: Sequence[Mapping[str, Any]], out_dir: Path) -> Path
     sizes, means, spreads = _by_n(rows, "bytes_per_node_s")
     figure, axes = plt.subplots(figsize=(4.8, 3.6))
     axes.errorbar(sizes, means, yerr=spreads, marker="o", capsize=3)
-    axes.set_xscale("log")
-    axes.set_xlabel("nodes N")
+    _n_axis(axes, sizes)
     axes.set_ylabel("control bytes per node per second")
     axes.grid(alpha=0.3, which="both")
     return _save(figure, out_dir / "overhead_vs_n.png")
