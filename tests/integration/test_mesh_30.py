@@ -103,6 +103,18 @@ def recovery_bound(timing: RoutingTiming) -> float:
     return timing.dead_after + 1.1 * timing.gossip_interval + timing.route_debounce + 2.0
 
 
+def leave_bound(timing: RoutingTiming) -> float:
+    """A graceful leave needs no liveness timeout: the leaving record is flooded at once.
+
+    route_debounce plus the same 2 s of slack as `recovery_bound`, and so well
+    under dead_after: a leave that went unnoticed (recovered only by the
+    neighbours' keepalives) fails the test.
+    """
+    bound = timing.route_debounce + 2.0
+    assert bound < timing.dead_after
+    return bound
+
+
 UPKEEP_KINDS = ("ping", "pong", "gossip.summary", "gossip.digest", "gossip.request")
 """Routing messages every link carries whether or not anything changes."""
 
@@ -216,16 +228,21 @@ def test_thirty_nodes_line_with_chords_all_pairs_reach(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
-def test_relay_crash_reroutes_every_remaining_pair(tmp_path: Path) -> None:
+def test_relay_crash_then_leave_reroutes_every_remaining_pair(tmp_path: Path) -> None:
+    """A busy relay crashes (found dead by keepalives), then another leaves gracefully."""
     graph = line_with_chords(SIZE, CHORDS, TOPOLOGY_SEED)
     victim = failing_relay(graph, DEFAULT_MAX_HOPS)
     remaining = [n for n in graph.nodes if n != victim]
+    leaver = failing_relay(graph.subgraph(remaining), DEFAULT_MAX_HOPS)
+    staying = [n for n in remaining if n != leaver]
     through_victim = sum(
         1
         for a, b in ordered_pairs(remaining)
         if victim in nx.shortest_path(graph, a, b)  # hop count only: a rough figure
     )
-    bound = recovery_bound(RoutingTiming().scaled(TIMER_SCALE))
+    timing = RoutingTiming().scaled(TIMER_SCALE)
+    bound = recovery_bound(timing)
+    graceful_bound = leave_bound(timing)
 
     async def scenario() -> None:
         mesh = _mesh(tmp_path, graph)
@@ -242,6 +259,15 @@ def test_relay_crash_reroutes_every_remaining_pair(tmp_path: Path) -> None:
                 f"pair connected again after {recovered:.2f} s (bound {bound:.2f} s)"
             )
             assert recovered <= bound
+            left_at = time.monotonic()
+            await mesh.leave(leaver)
+            await reach_all(mesh, ordered_pairs(staying), graceful_bound, ident_base=5000)
+            recovered = time.monotonic() - left_at
+            print(
+                f"node{leaver} left gracefully (degree {graph.degree[leaver]}): every remaining "
+                f"pair connected again after {recovered:.2f} s (bound {graceful_bound:.2f} s)"
+            )
+            assert recovered <= graceful_bound
         finally:
             await mesh.close()
 

@@ -144,6 +144,11 @@ class LoopbackMesh:
         self.isolated.add(index)
         await self.nodes[index].stop()
 
+    async def leave(self, index: int) -> None:
+        """Node `index` leaves gracefully (its goodbye goes out), then vanishes."""
+        await self.nodes[index].stop()
+        self.isolated.add(index)
+
     async def close(self) -> None:
         await asyncio.gather(*(node.stop() for node in self.nodes), return_exceptions=True)
         for transport in self.transports:
