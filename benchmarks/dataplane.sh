@@ -16,7 +16,7 @@ MESH_TAG=gmdp$$
 source "$ROOT/scripts/netns-mesh.sh"
 IPERF_PID=
 cleanup() {
-    [ -n "$IPERF_PID" ] && kill "$IPERF_PID" 2>/dev/null
+    if [ -n "$IPERF_PID" ]; then kill "$IPERF_PID" 2>/dev/null || true; fi
     mesh_teardown
 }
 trap cleanup EXIT
@@ -29,15 +29,17 @@ mesh_node_add b 2
 head -c 32 /dev/urandom | base64 >"$MESH_DIR/secret"
 chmod 600 "$MESH_DIR/secret"
 mesh_daemon_start a --network-secret "$MESH_DIR/secret" --interface gm0 --log-level warning
-mesh_daemon_start b --network-secret "$MESH_DIR/secret" --interface gm0 \
-    --bootstrap 192.0.2.1:51821 --log-level warning
 status_ipv4() {
     ip netns exec "$(mesh_ns "$1")" gossipmesh status --json --state-dir "$MESH_DIR/$1/state" |
         python3 -c "import json,sys; print(json.load(sys.stdin)['ipv4'])"
 }
-mesh_wait 30 status_ipv4 b
+# b's first bootstrap datagram must find a listening: start b once a answers.
+mesh_wait 30 status_ipv4 a || { echo "node a never answered status" >&2; exit 1; }
+mesh_daemon_start b --network-secret "$MESH_DIR/secret" --interface gm0 \
+    --bootstrap 192.0.2.1:51821 --log-level warning
+mesh_wait 30 status_ipv4 b || { echo "node b never answered status" >&2; exit 1; }
 B4=$(status_ipv4 b)
-mesh_wait 30 ip netns exec "$(mesh_ns a)" ping -c 1 -W 1 "$B4"
+mesh_wait 60 ip netns exec "$(mesh_ns a)" ping -c 1 -W 1 "$B4" || { echo "no ping a->b" >&2; exit 1; }
 if [ "${LOSS:-0}" != 0 ]; then
     ip netns exec "$(mesh_ns b)" nft -f - <<EOF
 table inet gmloss { chain input { type filter hook input priority 0; udp dport 51821 numgen random mod 1000 < $LOSS drop; } }

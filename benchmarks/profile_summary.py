@@ -25,11 +25,31 @@ def leaf_shares(path: str) -> tuple[int, Counter[str]]:
     return total, leaves
 
 
+def inclusive_shares(path: str) -> tuple[int, Counter[str]]:
+    """Total samples and samples in which each function is anywhere on the stack."""
+    functions: Counter[str] = Counter()
+    total = 0
+    with open(path) as lines:
+        for line in lines:
+            stack, _, count = line.rstrip("\n").rpartition(" ")
+            if not stack:
+                continue
+            samples = int(count)
+            total += samples
+            for name in {frame.split(" (")[0] for frame in stack.split(";")}:
+                functions[name] += samples
+    return total, functions
+
+
 def main() -> None:
-    total, leaves = leaf_shares(sys.argv[1])
     top = int(sys.argv[2]) if len(sys.argv) > 2 else 12
-    for leaf, samples in leaves.most_common(top):
-        print(f"{100 * samples / max(total, 1):5.1f}%  {leaf}")
+    for title, (total, shares) in (
+        ("self (innermost frame, by line)", leaf_shares(sys.argv[1])),
+        ("inclusive (function anywhere on the stack)", inclusive_shares(sys.argv[1])),
+    ):
+        print(f"-- {title}")
+        for name, samples in shares.most_common(top):
+            print(f"{100 * samples / max(total, 1):5.1f}%  {name}")
 
 
 if __name__ == "__main__":

@@ -24,10 +24,12 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import queue
 import socket
 import struct
+import threading
 from collections.abc import Callable, Iterable
-from typing import Final
+from typing import Any, Final
 
 import pytun
 
@@ -50,6 +52,10 @@ GSO_MAX_BYTES: Final = 65000
 """A GSO send stays below IPv4's 65,507-byte UDP payload limit."""
 RECEIVE_BUFFER: Final = 65535
 GRO_CMSG_SPACE: Final = socket.CMSG_SPACE(4)
+INLINE_CALLS: Final = 2
+"""Batches of at most this many syscalls are made on the loop thread (latency)."""
+WORKER_QUEUE: Final = 64
+"""Batches a syscall thread may fall behind before the loop waits for it."""
 FLUSH_PACKETS: Final = 64
 """Queued packets that trigger a flush in the middle of a drain."""
 
@@ -59,6 +65,9 @@ TUN_F_TSO4: Final = 0x02
 TUN_F_TSO6: Final = 0x04
 TUN_F_TSO_ECN: Final = 0x08
 TUN_READ_SIZE: Final = 65535 + VNET_HDR_SIZE
+
+UDP_THREAD: Final = "gossipmesh-udp"
+TUN_THREAD: Final = "gossipmesh-tun"
 
 Address = tuple[str, int]
 
@@ -158,7 +167,9 @@ def enable_udp_gro(sock: socket.socket) -> bool:
 class DataPlane:
     """The node's `NodeTransport`: queues while a drain runs, then sends and writes in batches."""
 
-    def __init__(self, sock: socket.socket, *, gso: bool = True, gro: bool = True) -> None:
+    def __init__(
+        self, sock: socket.socket, *, gso: bool = True, gro: bool = True, threads: bool = False
+    ) -> None:
         self._sock = sock
         self._sendto = sock.sendto
         self._sendmsg = sock.sendmsg
@@ -169,9 +180,12 @@ class DataPlane:
         self._batching = False
         self._udp_pending: list[tuple[bytes, Address]] = []
         self._tun_pending: list[bytes] = []
-        self.send_errors = 0
-        self.tun_write_errors = 0
+        self._send_errors = 0
+        self._tun_write_errors = 0
         self.offload_errors = 0
+        self._udp_worker = SyscallWorker(UDP_THREAD) if threads else None
+        self._tun_worker = SyscallWorker(TUN_THREAD) if threads else None
+        self._all_workers = [w for w in (self._udp_worker, self._tun_worker) if w is not None]
 
     def attach_tun(self, fd: int, *, vnet: bool) -> None:
         """Start writing to the TUN fd; `vnet` when it was opened with IFF_VNET_HDR."""
@@ -187,7 +201,7 @@ class DataPlane:
         try:
             self._sendto(data, addr)
         except OSError:
-            self.send_errors += 1
+            self._send_errors += 1
 
     def write_tun(self, packet: bytes) -> None:
         if self._batching:
@@ -199,7 +213,7 @@ class DataPlane:
             else:
                 os.write(self._tun_fd, packet)
         except OSError:
-            self.tun_write_errors += 1
+            self._tun_write_errors += 1
 
     # --- draining ----------------------------------------------------------------------
 
@@ -264,62 +278,128 @@ class DataPlane:
         if self._tun_pending:
             self._flush_tun()
 
+    def close(self) -> None:
+        """Stop the syscall threads (what they hold is written first)."""
+        workers = (self._udp_worker, self._tun_worker)
+        self._udp_worker = self._tun_worker = None  # from now on every call is made inline
+        for worker in workers:
+            if worker is not None:
+                worker.close()
+
+    @property
+    def send_errors(self) -> int:
+        return self._send_errors + sum(w.errors for w in self._all_workers if w.name == UDP_THREAD)
+
+    @property
+    def tun_write_errors(self) -> int:
+        return self._tun_write_errors + sum(
+            w.errors for w in self._all_workers if w.name == TUN_THREAD
+        )
+
     def _flush_udp(self) -> None:
         pending = self._udp_pending
-        sendto = self._sendto
-        try:
-            if not self._gso:
-                for data, addr in pending:
-                    try:
-                        sendto(data, addr)
-                    except OSError:
-                        self.send_errors += 1
-                return
+        calls: list[SyscallCall] = []
+        if not self._gso:
+            sendto = self._sendto
+            calls = [(sendto, item) for item in pending]
+        else:
             for start, end in gso_runs(pending):
                 data, addr = pending[start]
-                try:
-                    if end - start == 1:
-                        sendto(data, addr)
-                    else:
-                        self._sendmsg(
-                            [item[0] for item in pending[start:end]],
-                            [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", len(data)))],
-                            0,
-                            addr,
-                        )
-                except OSError as exc:
-                    if exc.errno in (errno.EINVAL, errno.EIO, errno.EOPNOTSUPP):
-                        self._gso = False  # no GSO on this path: one datagram per call from now on
-                        for item in pending[start:end]:
-                            self._send_one(item)
-                    else:
-                        self.send_errors += end - start
-        finally:
-            pending.clear()
+                if end - start == 1:
+                    calls.append((self._sendto, (data, addr)))
+                else:
+                    buffers = [item[0] for item in pending[start:end]]
+                    calls.append((self._send_gso, (buffers, addr)))
+        pending.clear()
+        self._run(self._udp_worker, calls, is_udp=True)
 
-    def _send_one(self, item: tuple[bytes, Address]) -> None:
-        try:
-            self._sendto(item[0], item[1])
-        except OSError:
-            self.send_errors += 1
+    def _send_gso(self, buffers: list[bytes], addr: Address) -> None:
+        """One GSO send; on a path without GSO, one datagram per call from now on."""
+        if self._gso:
+            try:
+                self._sendmsg(
+                    buffers, [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", len(buffers[0])))], 0, addr
+                )
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EINVAL, errno.EIO, errno.EOPNOTSUPP):
+                    raise
+                self._gso = False
+        for data in buffers:
+            self._sendto(data, addr)
 
     def _flush_tun(self) -> None:
         pending = self._tun_pending
         fd = self._tun_fd
-        try:
-            if self._vnet:
-                writev = os.writev
-                for buffers in coalesce(pending):
-                    try:
-                        writev(fd, buffers)
-                    except OSError:
-                        self.tun_write_errors += 1
-            else:
-                write = os.write
-                for packet in pending:
-                    try:
-                        write(fd, packet)
-                    except OSError:
-                        self.tun_write_errors += 1
-        finally:
-            pending.clear()
+        calls: list[SyscallCall]
+        if self._vnet:
+            writev = os.writev
+            calls = [(writev, (fd, buffers)) for buffers in coalesce(pending)]
+        else:
+            write = os.write
+            calls = [(write, (fd, packet)) for packet in pending]
+        pending.clear()
+        self._run(self._tun_worker, calls, is_udp=False)
+
+    def _run(self, worker: SyscallWorker | None, calls: list[SyscallCall], *, is_udp: bool) -> None:
+        """Make the calls here when they are few and nothing waits before them, else in the thread.
+
+        A lone packet (a ping, an ACK) then pays no thread hand-off, and a
+        bulk batch overlaps its kernel work with the next batch's Python.
+        """
+        if worker is not None and (len(calls) > INLINE_CALLS or not worker.idle()):
+            worker.submit(calls)
+            return
+        errors = 0
+        for function, args in calls:
+            try:
+                function(*args)
+            except OSError:
+                errors += 1
+        if is_udp:
+            self._send_errors += errors
+        else:
+            self._tun_write_errors += errors
+
+
+SyscallCall = tuple[Callable[..., object], tuple[Any, ...]]
+
+
+class SyscallWorker:
+    """A thread that makes queued syscalls in order; they release the GIL while the kernel works."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._queue: queue.Queue[list[SyscallCall] | None] = queue.Queue(maxsize=WORKER_QUEUE)
+        self.errors = 0
+        """Failed calls; only this thread writes it."""
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    def idle(self) -> bool:
+        """Nothing queued or in progress (a read of one int: safe from the loop thread)."""
+        return self._queue.unfinished_tasks == 0
+
+    def submit(self, calls: list[SyscallCall]) -> None:
+        """Queue a batch; blocks (GIL released) when the thread is WORKER_QUEUE batches behind."""
+        self._queue.put(calls)
+
+    def close(self, timeout: float = 2.0) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(timeout)
+
+    def _serve(self) -> None:
+        get = self._queue.get
+        done = self._queue.task_done
+        while True:
+            calls = get()
+            if calls is None:
+                done()
+                return
+            for function, args in calls:
+                try:
+                    function(*args)
+                except OSError:
+                    self.errors += 1
+            done()

@@ -130,7 +130,9 @@ def segment(packet: bytes, mss: int) -> list[bytes]:
 
     Each segment gets its own IP length (and IPv4 id and header checksum),
     sequence number and full TCP checksum; FIN and PSH stay on the last
-    segment, CWR on the first, as a NIC's TSO does.
+    segment, CWR on the first, as a NIC's TSO does. The checksums are sums of
+    the fixed header words (computed once) plus the fields that change, so
+    per segment this is integer arithmetic and one `struct.pack`.
     """
     version, ip_length, tcp_length = _layout(packet)
     if mss <= 0:
@@ -138,38 +140,70 @@ def segment(packet: bytes, mss: int) -> list[bytes]:
     header_length = ip_length + tcp_length
     view = memoryview(packet)
     payload = view[header_length:]
-    ip_header = bytearray(view[:ip_length])
-    tcp_header = bytearray(view[ip_length:header_length])
-    sequence = int.from_bytes(tcp_header[4:8], "big")
-    flags = tcp_header[13]
-    ip_id = int.from_bytes(ip_header[4:6], "big")
-    tcp_header[16:18] = b"\x00\x00"
-    pseudo = _pseudo_sum(packet, version)
+    tcp = bytes(view[ip_length:header_length])
+    sequence = int.from_bytes(tcp[4:8], "big")
+    flags = tcp[13]
+    fixed_tcp = bytearray(tcp)
+    fixed_tcp[4:8] = b"\x00\x00\x00\x00"
+    fixed_tcp[13] = 0
+    fixed_tcp[16:18] = b"\x00\x00"
+    tcp_fixed_sum = _pseudo_sum(packet, version) + internet_sum(fixed_tcp)
+    tcp_parts = (tcp[0:4], tcp[8:13], tcp[14:16], tcp[18:])
+    ip = bytes(view[:ip_length])
     sums = _segment_sums(payload, mss)
     last = len(sums) - 1
     segments: list[bytes] = []
+    append = segments.append
+    if version == 4:
+        layout = struct.Struct(f"!2sHH4sH{ip_length - 12}s4sI5sB2sH{tcp_length - 18}s")
+        fixed_ip = bytearray(ip)
+        fixed_ip[2:6] = b"\x00\x00\x00\x00"
+        fixed_ip[10:12] = b"\x00\x00"
+        ip_fixed_sum = internet_sum(fixed_ip)
+        ip_id = int.from_bytes(ip[4:6], "big")
+        ip_head, ip_middle, ip_tail = ip[0:2], ip[6:10], ip[12:]
+    else:
+        layout = struct.Struct(f"!4sH34s4sI5sB2sH{tcp_length - 18}s")
+        ip_head, ip_tail = ip[0:4], ip[6:40]
+    pack = layout.pack
     for index, payload_sum in enumerate(sums):
         offset = index * mss
         chunk = payload[offset : offset + mss]
-        tcp_header[4:8] = ((sequence + offset) & 0xFFFFFFFF).to_bytes(4, "big")
+        segment_sequence = (sequence + offset) & 0xFFFFFFFF
         segment_flags = flags
         if index != last:
             segment_flags &= ~(TCP_FIN | TCP_PSH)
         if index:
             segment_flags &= ~TCP_CWR
-        tcp_header[13] = segment_flags
-        tcp_header[16:18] = b"\x00\x00"
         segment_length = tcp_length + len(chunk)
-        total = pseudo + segment_length + internet_sum(tcp_header) + payload_sum
-        tcp_header[16:18] = checksum_from_sum(total).to_bytes(2, "big")
+        tcp_check = (
+            0xFFFF
+            - (
+                tcp_fixed_sum
+                + segment_length
+                + (segment_sequence >> 16)
+                + (segment_sequence & 0xFFFF)
+                + segment_flags
+                + payload_sum
+            )
+            % 0xFFFF
+        )
         if version == 4:
-            ip_header[2:4] = (ip_length + segment_length).to_bytes(2, "big")
-            ip_header[4:6] = ((ip_id + index) & 0xFFFF).to_bytes(2, "big")
-            ip_header[10:12] = b"\x00\x00"
-            ip_header[10:12] = checksum_from_sum(internet_sum(ip_header)).to_bytes(2, "big")
+            total_length = ip_length + segment_length
+            identification = (ip_id + index) & 0xFFFF
+            ip_check = 0xFFFF - (ip_fixed_sum + total_length + identification) % 0xFFFF
+            header = pack(
+                ip_head, total_length, identification, ip_middle, ip_check, ip_tail,
+                tcp_parts[0], segment_sequence, tcp_parts[1], segment_flags, tcp_parts[2],
+                tcp_check, tcp_parts[3],
+            )  # fmt: skip
         else:
-            ip_header[4:6] = segment_length.to_bytes(2, "big")
-        segments.append(b"".join((ip_header, tcp_header, chunk)))
+            header = pack(
+                ip_head, segment_length, ip_tail,
+                tcp_parts[0], segment_sequence, tcp_parts[1], segment_flags, tcp_parts[2],
+                tcp_check, tcp_parts[3],
+            )  # fmt: skip
+        append(header + chunk)
     return segments
 
 
@@ -190,23 +224,28 @@ def packets_from_tun(frame: bytes) -> list[bytes]:
     raise OffloadError(f"unsupported segmentation offload type {gso_type}")
 
 
-def _run_key(packet: bytes, ip_length: int, tcp_length: int) -> bytes:
-    """The header bytes every packet of a coalesced run must share.
+_RUN_MASKS: dict[tuple[int, int], int] = {}
 
-    All of the IP and TCP headers except what differs between consecutive
-    segments: IP length, IPv4 id and checksum, sequence number, PSH, checksum.
+
+def _run_mask(ip_length: int, tcp_length: int) -> int:
+    """A mask over the headers that clears what differs between consecutive segments.
+
+    IP length, IPv4 id and checksum, sequence number, PSH and TCP checksum:
+    two segments may join a run when their masked headers are equal.
     """
-    key = bytearray(packet[: ip_length + tcp_length])
-    if ip_length == 40:
-        key[4:6] = b"\x00\x00"
-    else:
-        key[2:6] = b"\x00\x00\x00\x00"
-        key[10:12] = b"\x00\x00"
-    tcp = ip_length
-    key[tcp + 4 : tcp + 8] = b"\x00\x00\x00\x00"
-    key[tcp + 13] &= ~TCP_PSH
-    key[tcp + 16 : tcp + 18] = b"\x00\x00"
-    return bytes(key)
+    mask = _RUN_MASKS.get((ip_length, tcp_length))
+    if mask is None:
+        template = bytearray(b"\xff" * (ip_length + tcp_length))
+        if ip_length == 40:
+            template[4:6] = b"\x00\x00"
+        else:
+            template[2:6] = b"\x00\x00\x00\x00"
+            template[10:12] = b"\x00\x00"
+        template[ip_length + 4 : ip_length + 8] = b"\x00\x00\x00\x00"
+        template[ip_length + 13] = 0xFF & ~TCP_PSH
+        template[ip_length + 16 : ip_length + 18] = b"\x00\x00"
+        mask = _RUN_MASKS[(ip_length, tcp_length)] = int.from_bytes(template, "big")
+    return mask
 
 
 def _coalescible(packet: bytes) -> tuple[int, int] | None:
@@ -258,7 +297,8 @@ def coalesce(packets: Sequence[bytes]) -> list[list[bytes | memoryview]]:
         if first[ip_length + 13] & TCP_PSH:
             writes.append([PLAIN_HEADER, first])
             continue
-        key = _run_key(first, ip_length, tcp_length)
+        mask = _run_mask(ip_length, tcp_length)
+        key = int.from_bytes(first[:header_length], "big") & mask
         next_sequence = int.from_bytes(first[ip_length + 4 : ip_length + 8], "big") + size
         payloads: list[bytes | memoryview] = [memoryview(first)[header_length:]]
         total = len(first)
@@ -266,14 +306,15 @@ def coalesce(packets: Sequence[bytes]) -> list[list[bytes | memoryview]]:
         while index < count and len(payloads) < MAX_SEGMENTS:
             candidate = packets[index]
             candidate_size = len(candidate) - header_length
+            # Equal masked headers mean: same flow, version, header lengths and
+            # options, no fragment, flags ACK or ACK|PSH (as the first's).
             if (
                 candidate_size <= 0
                 or candidate_size > size
                 or total + candidate_size > MAX_COALESCED
-                or _coalescible(candidate) != layout
+                or int.from_bytes(candidate[:header_length], "big") & mask != key
                 or int.from_bytes(candidate[ip_length + 4 : ip_length + 8], "big")
                 != next_sequence & 0xFFFFFFFF
-                or _run_key(candidate, ip_length, tcp_length) != key
             ):
                 break
             index += 1

@@ -235,3 +235,13 @@ def test_packets_from_tun_segments_a_super_packet_and_passes_plain_ones() -> Non
 def test_packets_from_tun_refuses_what_it_cannot_honour(frame: bytes) -> None:
     with pytest.raises(vnet.OffloadError):
         vnet.packets_from_tun(frame)
+
+
+def test_segments_of_another_connection_never_join_a_run() -> None:
+    ours = vnet.segment(tcp_packet(4, bytes(2000), flags=0x10), 1000)
+    theirs = bytearray(ours[1])
+    theirs[20:22] = (40001).to_bytes(2, "big")  # another source port, same sequence numbers
+    writes = vnet.coalesce([ours[0], bytes(theirs), ours[1]])
+    assert [joined(w) for w in writes] == [
+        vnet.PLAIN_HEADER + p for p in (ours[0], theirs, ours[1])
+    ]
