@@ -596,10 +596,10 @@ class Node:
         """
         self._probing.add(entry.node_id)
         try:
-            for endpoint in self._candidates(entry):
-                if await self.discovery.probe(endpoint):
-                    self._use_direct(entry, endpoint)
-                    return
+            endpoint = await self._first_answer(self._candidates(entry))
+            if endpoint is not None:
+                self._use_direct(entry, endpoint)
+                return
             self._use_relay(entry.node_id)
             if not answering and self.routing.route(entry.node_id) is not None:
                 self.counters.rendezvous_sent += 1
@@ -607,6 +607,28 @@ class Node:
                 self._service()
         finally:
             self._probing.discard(entry.node_id)
+
+    async def _first_answer(self, candidates: list[tuple[str, int]]) -> tuple[str, int] | None:
+        """Probe every candidate at once; the first to answer wins.
+
+        One after another, each unreachable candidate (a private host address
+        seen from outside its LAN) cost a whole echo timeout before the next
+        was tried, while a punched NAT mapping waits for our packet.
+        """
+
+        async def answers(endpoint: tuple[str, int]) -> tuple[str, int] | None:
+            return endpoint if await self.discovery.probe(endpoint) else None
+
+        probes = [asyncio.ensure_future(answers(endpoint)) for endpoint in candidates]
+        try:
+            for finished in asyncio.as_completed(probes):
+                endpoint = await finished
+                if endpoint is not None:
+                    return endpoint
+            return None
+        finally:
+            for probe in probes:
+                probe.cancel()
 
     def _on_rendezvous(self, node_id: bytes) -> None:
         """A peer failed to reach us directly and asks us to probe it back now."""
