@@ -712,6 +712,37 @@ class Node:
         else:
             self._send_relayed(datagram, endpoint)
 
+    def tun_packets(self, packets: list[bytes]) -> None:
+        """The segments of one TCP super-packet read from the TUN: one route, one batched seal.
+
+        They share source and destination, so the first packet's look-up
+        routes them all; anything unusual (no direct session yet, a relayed
+        path, a session that must rekey first) takes `tun_packet` per packet.
+        """
+        first = packets[0]
+        version = first[0] >> 4
+        if version == 4:
+            peer = self._peer_by_address.get(first[16:20])
+        elif version == 6:
+            peer = self._peer_by_address.get(first[24:40])
+        else:
+            peer = None
+        endpoint = peer.endpoint if peer is not None else None
+        datagrams = None
+        if peer is not None and type(endpoint) is tuple:
+            datagrams = self.sessions.encrypt_many(peer, packets, self._loop.time())  # type: ignore[union-attr]
+        if datagrams is None:
+            for packet in packets:
+                self.tun_packet(packet)
+            return
+        assert peer is not None and type(endpoint) is tuple
+        self.counters.tun_packets += len(packets)
+        key = peer.public_key
+        self.tx_bytes[key] = self.tx_bytes.get(key, 0) + sum(map(len, packets))
+        send = self.transport.send_datagram
+        for datagram in datagrams:
+            send(datagram, endpoint)
+
     def _lookup_prefix(self, packet: bytes, version: int) -> Peer | None:
         """The slow path for leaf prefixes routed by other nodes."""
         raw = packet[16:20] if version == 4 else packet[24:40]

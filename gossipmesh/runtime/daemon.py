@@ -209,7 +209,7 @@ class Daemon:
 
     def _on_tun_readable(self) -> None:
         assert self.transport is not None and self.node is not None
-        self.transport.drain_tun(self.node.tun_packet)
+        self.transport.drain_tun(self.node.tun_packet, self.node.tun_packets)
 
     # --- control socket -------------------------------------------------------------
 

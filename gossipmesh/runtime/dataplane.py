@@ -241,8 +241,15 @@ class DataPlane:
             self._batching = False
             self.flush()
 
-    def drain_tun(self, packet_in: Callable[[bytes], None]) -> None:
-        """Read the TUN until it would block (bounded), then flush what the packets caused."""
+    def drain_tun(
+        self,
+        packet_in: Callable[[bytes], None],
+        segments_in: Callable[[list[bytes]], None] | None = None,
+    ) -> None:
+        """Read the TUN until it would block (bounded), then flush what the packets caused.
+
+        `segments_in`, when given, takes the segments of one super-packet at once.
+        """
         read = os.read
         fd = self._tun_fd
         vnet = self._vnet
@@ -261,8 +268,11 @@ class DataPlane:
                     except OffloadError:
                         self.offload_errors += 1
                         continue
-                    for packet in packets:
-                        packet_in(packet)
+                    if segments_in is not None and len(packets) > 1:
+                        segments_in(packets)
+                    else:
+                        for packet in packets:
+                            packet_in(packet)
                 else:
                     packet_in(frame)
                 if len(self._udp_pending) >= GSO_MAX_SEGMENTS:

@@ -18,7 +18,7 @@ import itertools
 import math
 import os
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 
 from cryptography.exceptions import InvalidTag
 
@@ -626,6 +626,58 @@ class SessionManager:
         ):
             self._initiate(peer, now, retry=False)
         return datagram
+
+    def encrypt_many(self, peer: Peer, packets: Sequence[bytes], now: float) -> list[bytes] | None:
+        """`encrypt_for` for IP packets to one peer in one call (a super-packet's segments).
+
+        Every packet must be an IP packet. The checks and bookkeeping run once
+        for the batch; per packet there is one AEAD call. None, with nothing
+        consumed, when the session cannot take the whole batch now: the caller
+        then falls back to `encrypt_for` one packet at a time.
+        """
+        keypair = peer.current
+        count = len(packets)
+        if (
+            keypair is None
+            or peer.endpoint is None
+            or keypair.send_counter + count > REJECT_AFTER_MESSAGES
+            or now - keypair.created >= self._reject_after_time
+        ):
+            return None
+        counter = keypair.send_counter
+        keypair.send_counter = counter + count
+        encrypt = keypair.sending.encrypt
+        prefix = keypair.prefix
+        mtu = self._mtu
+        datagrams: list[bytes] = []
+        append = datagrams.append
+        for payload in packets:
+            size = len(payload)
+            pad = -size & 15
+            if pad:
+                if mtu is not None and size + pad > mtu:
+                    pad = max(0, mtu - size)
+                payload += _PADDING[pad]
+            counter_bytes = counter.to_bytes(8, "little")
+            counter += 1
+            append(prefix + counter_bytes + encrypt(_NONCE_PREFIX + counter_bytes, payload, None))
+        self.stats.transport_sent += count
+        peer.keepalive_from = None
+        peer.last_sent = now
+        if peer.new_handshake_from is None:
+            peer.new_handshake_from = now
+            self._schedule(
+                peer,
+                now
+                + self.timers.keepalive_timeout
+                + self.timers.rekey_timeout
+                + peer.new_handshake_jitter,
+            )
+        if keypair.is_initiator and (
+            counter >= REKEY_AFTER_MESSAGES or now - keypair.created >= self._rekey_after_time
+        ):
+            self._initiate(peer, now, retry=False)
+        return datagrams
 
     def initiate_handshake(self, peer_public_key: bytes, now: float) -> None:
         """Start a handshake now (rate-limited to one per REKEY_TIMEOUT per peer)."""
