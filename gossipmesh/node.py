@@ -563,11 +563,21 @@ class Node:
     # --- direct paths -------------------------------------------------------------
 
     def _candidates(self, entry: Resolved) -> list[tuple[str, int]]:
+        """The peer's endpoints worth probing, never one of our own.
+
+        Two sites often use the same private subnet: the peer's host address
+        can be ours, and our own echo would answer the probe, making a
+        "direct" path to ourselves that never carries a packet.
+        """
+        own = set(self.options.host_endpoints)
+        reflexive = self.discovery.reflexive_endpoint()
+        if reflexive is not None:
+            own.add((reflexive.host, reflexive.port))
         endpoints = [(e.host, e.port) for e in entry.record.endpoints if e.port]
         path = self.paths.get(entry.node_id)
         if path is not None and path.direct is not None and path.direct not in endpoints:
             endpoints.insert(0, path.direct)
-        return endpoints
+        return [endpoint for endpoint in endpoints if endpoint not in own]
 
     async def _probe_round(self) -> None:
         """Find direct paths to non-neighbours; reach the rest through relays."""
