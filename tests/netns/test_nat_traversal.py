@@ -60,6 +60,8 @@ class Row:
     """'direct', 'relayed' (through a public node) or 'unreachable'."""
     router_firewall: bool = True
     """Routers drop unsolicited packets to themselves, as home routers do (nat_lab.py)."""
+    same_subnet: bool = False
+    """Both private sites use 10.1.0.0/24, as two homes often do."""
 
 
 ROWS = {
@@ -67,6 +69,9 @@ ROWS = {
     "masquerade-masquerade": Row(Nat.MASQUERADE, Nat.MASQUERADE, "direct"),
     "random-masquerade": Row(Nat.RANDOM, Nat.MASQUERADE, "relayed"),
     "random-random": Row(Nat.RANDOM, Nat.RANDOM, "relayed"),
+    # bravo's host address is alpha's own: if alpha probed it, its own echo would
+    # answer and bravo would look direct at an address that never reaches it.
+    "random-masquerade_same_subnet": Row(Nat.RANDOM, Nat.MASQUERADE, "relayed", same_subnet=True),
     "masquerade-udp_blocked": Row(Nat.MASQUERADE, Nat.UDP_BLOCKED, "unreachable"),
     # Routers without the input filter: each side's first probe leaves a conntrack
     # entry at the other router that takes the port its own mapping wants, so
@@ -99,7 +104,12 @@ class Pair:
 
 @contextmanager
 def running_pair(
-    tmp_path: Path, alpha_nat: Nat, bravo_nat: Nat, *, router_firewall: bool = True
+    tmp_path: Path,
+    alpha_nat: Nat,
+    bravo_nat: Nat,
+    *,
+    router_firewall: bool = True,
+    same_subnet: bool = False,
 ) -> Iterator[Pair]:
     """Build the small internet, start hub, then alpha and bravo together."""
     require_nat_lab()
@@ -107,8 +117,13 @@ def running_pair(
         internet = SmallInternet(netns, tmp_path, settings={"timer_scale": TIMER_SCALE})
         hub = internet.add_public_node("hub")
         seed = internet.add_public_node("seed")
-        alpha = internet.add_node("alpha", alpha_nat, router_firewall=router_firewall)
-        bravo = internet.add_node("bravo", bravo_nat, router_firewall=router_firewall)
+        subnet = 1 if same_subnet else None
+        alpha = internet.add_node(
+            "alpha", alpha_nat, router_firewall=router_firewall, subnet=subnet
+        )
+        bravo = internet.add_node(
+            "bravo", bravo_nat, router_firewall=router_firewall, subnet=subnet
+        )
         hub.start()
         seed.start([hub])
         wait_until(lambda: peer_row(seed, hub) is not None, PATH_TIMEOUT, POLL, "seed to know hub")
@@ -190,7 +205,13 @@ def check_netcheck(pair: Pair, node: DaemonNode, nat: Nat) -> str:
 @pytest.mark.parametrize("row_id", list(ROWS))
 def test_nat_matrix_row(tmp_path: Path, capsys: pytest.CaptureFixture[str], row_id: str) -> None:
     row = ROWS[row_id]
-    with running_pair(tmp_path, row.alpha, row.bravo, router_firewall=row.router_firewall) as pair:
+    with running_pair(
+        tmp_path,
+        row.alpha,
+        row.bravo,
+        router_firewall=row.router_firewall,
+        same_subnet=row.same_subnet,
+    ) as pair:
         if row.expected == "direct":
             summary = check_direct(pair)
         elif row.expected == "relayed":

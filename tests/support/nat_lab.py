@@ -144,20 +144,29 @@ class SmallInternet:
         self.mesh.bridge.attach(namespace, f"{address}/{PUBLIC_PREFIX_LENGTH}")
         return self._register(name, namespace, address)
 
-    def add_node(self, name: str, nat: Nat, *, router_firewall: bool = True) -> DaemonNode:
+    def add_node(
+        self, name: str, nat: Nat, *, router_firewall: bool = True, subnet: int | None = None
+    ) -> DaemonNode:
         """A public node for `Nat.NONE`, else a private one behind a router of that kind."""
         if nat is Nat.NONE:
             return self.add_public_node(name)
-        return self.add_private_node(name, nat, router_firewall=router_firewall)
+        return self.add_private_node(name, nat, router_firewall=router_firewall, subnet=subnet)
 
-    def add_private_node(self, name: str, nat: Nat, *, router_firewall: bool = True) -> DaemonNode:
-        """A node at 10.S.0.2/24 behind its own router of kind `nat`."""
+    def add_private_node(
+        self, name: str, nat: Nat, *, router_firewall: bool = True, subnet: int | None = None
+    ) -> DaemonNode:
+        """A node at 10.S.0.2/24 behind its own router of kind `nat`.
+
+        S is the site's number unless `subnet` is given: two sites with the same
+        `subnet` use the same private addresses, as two homes often do.
+        """
         if nat is Nat.NONE:
             raise ValueError("a private node needs a NAT; use add_public_node")
         self._sites += 1
         site = self._sites
         wan_address = self._public_address(FIRST_ROUTER_HOST + site - 1)
-        lan_router, lan_node = f"10.{site}.0.1", f"10.{site}.0.2"
+        lan = site if subnet is None else subnet
+        lan_router, lan_node = f"10.{lan}.0.1", f"10.{lan}.0.2"
         router_ns = self.netns.namespace(f"r{name[:3]}")
         node_ns = self.netns.namespace(name[:4])
         wan = self.mesh.bridge.attach(router_ns, f"{wan_address}/{PUBLIC_PREFIX_LENGTH}")
