@@ -42,7 +42,12 @@ B4=$(status_ipv4 b)
 mesh_wait 60 ip netns exec "$(mesh_ns a)" ping -c 1 -W 1 "$B4" || { echo "no ping a->b" >&2; exit 1; }
 if [ "${LOSS:-0}" != 0 ]; then
     ip netns exec "$(mesh_ns b)" nft -f - <<EOF
-table inet gmloss { chain input { type filter hook input priority 0; udp dport 51821 numgen random mod 1000 < $LOSS drop; } }
+table inet gmloss {
+    chain input {
+        type filter hook input priority 0;
+        udp dport 51821 numgen random mod 1000 < $LOSS drop
+    }
+}
 EOF
 fi
 ip netns exec "$(mesh_ns b)" iperf3 -s -1 >/dev/null 2>&1 &

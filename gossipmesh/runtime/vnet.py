@@ -217,7 +217,18 @@ def packets_from_tun(frame: bytes) -> list[bytes]:
         if not flags & NEEDS_CSUM:
             return [frame[VNET_HDR_SIZE:]]
         packet = bytearray(frame[VNET_HDR_SIZE:])
-        complete_checksum(packet, csum_start, csum_offset)
+        if (
+            packet[0] == 0x45
+            and packet[9] == UDP
+            and csum_start == 20
+            and csum_offset == 6
+            and len(packet) >= 28
+        ):
+            # IPv4 UDP may say "no checksum" (RFC 768): the AEAD already guards
+            # the bytes, and summing 1,300 bytes in Python costs ~3 us a packet.
+            packet[26:28] = b"\x00\x00"
+        else:
+            complete_checksum(packet, csum_start, csum_offset)
         return [bytes(packet)]
     if gso_type in (GSO_TCPV4, GSO_TCPV6):
         return segment(frame[VNET_HDR_SIZE:], gso_size)

@@ -188,7 +188,7 @@ def test_a_short_segment_or_psh_ends_a_run() -> None:
     assert len(joined(writes[0])) == vnet.VNET_HDR_SIZE + 40 + 2500
 
 
-def test_packets_from_tun_completes_a_partial_udp_checksum() -> None:
+def test_packets_from_tun_turns_a_partial_ipv4_udp_checksum_into_none() -> None:
     payload = b"hello, mesh"
     udp_length = 8 + len(payload)
     ip = bytearray(
@@ -210,8 +210,23 @@ def test_packets_from_tun_completes_a_partial_udp_checksum() -> None:
     udp = struct.pack("!HHHH", 53, 5353, udp_length, pseudo) + payload
     header = vnet.VNET_HDR.pack(vnet.NEEDS_CSUM, vnet.GSO_NONE, 0, 0, 20, 6)
     (packet,) = vnet.packets_from_tun(header + bytes(ip) + udp)
-    total = vnet.internet_sum(packet[12:20]) + 17 + udp_length + vnet.internet_sum(packet[20:])
+    assert packet[:26] == bytes(ip) + udp[:6]
+    assert packet[26:28] == b"\x00\x00"  # RFC 768: no checksum
+    assert packet[28:] == payload
+
+
+def test_packets_from_tun_completes_a_partial_ipv6_udp_checksum() -> None:
+    payload = b"hello, mesh"
+    udp_length = 8 + len(payload)
+    addresses = bytes.fromhex("fd00000000000000000000000000000afd00000000000000000000000000000b")
+    ip = struct.pack("!IHBB", 0x60000000, udp_length, 17, 64) + addresses
+    pseudo = (vnet.internet_sum(addresses) + 17 + udp_length) % 0xFFFF
+    udp = struct.pack("!HHHH", 53, 5353, udp_length, pseudo) + payload
+    header = vnet.VNET_HDR.pack(vnet.NEEDS_CSUM, vnet.GSO_NONE, 0, 0, 40, 6)
+    (packet,) = vnet.packets_from_tun(header + ip + udp)
+    total = vnet.internet_sum(addresses) + 17 + udp_length + vnet.internet_sum(packet[40:])
     assert verifies(total)
+    assert packet[46:48] != b"\x00\x00"
 
 
 def test_packets_from_tun_segments_a_super_packet_and_passes_plain_ones() -> None:
