@@ -69,6 +69,9 @@ def plot_run(result: SimulationResult, out_dir: Path) -> list[Path]:
         ("records_placed", "records placed at the k closest"),
         ("lookup_success", "lookups returning the current record"),
         ("routing_coverage", "k closest known (routing coverage)"),
+        ("records_known", "node records known (pairs)"),
+        ("routes_optimal", "routes optimal over formed links"),
+        ("probe_delivery", "data probes delivered"),
     ):
         if rows and column in rows[0]:
             axes.plot(times, _column(rows, column), label=label, linewidth=1.2)

@@ -110,6 +110,11 @@ class Simulation:
 
             table = scenario.workload_params
             return DiscoveryWorkload(DiscoveryParams.from_table(table, scenario.source), self)
+        if scenario.workload == "mesh":
+            from gossipmesh.simulations.mesh_workload import MeshParams, MeshWorkload
+
+            mesh = MeshParams.from_table(scenario.workload_params, scenario.source)
+            return MeshWorkload(mesh, self, self.underlay, scenario.seed)
         params = KademliaParams.from_table(scenario.workload_params, scenario.source)
         return KademliaWorkload(params, self)
 

@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 EVENT_KINDS = ("partition", "heal", "crash", "restart", "join", "mass_restart")
-WORKLOAD_KINDS = ("kademlia", "discovery")
+WORKLOAD_KINDS = ("kademlia", "discovery", "mesh")
 
 
 class ScenarioError(ConfigError):

@@ -1,0 +1,211 @@
+"""Workload: the full gossipmesh node (sessions, DHT, gossip, routing) on the simulator.
+
+Each simulated host runs `gossipmesh.node.Node` exactly as the daemon
+builds it, with the simulated endpoint as its UDP socket and a list as its
+TUN device (`MeshPort`). The node reads only the running loop's clock, so
+on the virtual-time loop its timers, handshakes, pings and records follow
+virtual time. Its randomness (routing jitter, handshake ephemerals, cookie
+secrets) comes from a per-node seeded stream and its wall clock is a fixed
+epoch plus virtual time, so runs are reproducible.
+
+A crash closes the endpoint first, so nothing the node says on its way out
+(its leave record, DHT goodbyes) reaches anyone, then cancels its tasks
+through `Node.stop()`. A restart builds a new `Node` with the same key and
+no state directory: it joins through the bootstrap hosts again, as a
+daemon that lost its peer cache would.
+
+The metrics that need the full node (record knowledge, route optimality,
+stretch, probe delivery) are in `mesh_metrics`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gossipmesh.identity import Identity
+from gossipmesh.membership import NetworkSecret
+from gossipmesh.node import Node, NodeOptions
+from gossipmesh.simulations.clock import VirtualTimeLoop
+from gossipmesh.simulations.metrics import MetricCollector
+from gossipmesh.simulations.network import SimEndpoint
+from gossipmesh.simulations.workload import LiveView, NodeContext, params_from_table
+
+__all__ = ["MeshNode", "MeshParams", "MeshPort", "MeshWorkload"]
+
+EPOCH = 1_800_000_000.0
+"""Unix time at virtual time 0: records' issue and expiry times are reproducible."""
+SECRET = NetworkSecret(b"gossipmesh simulator mesh network secret")
+
+
+@dataclass(frozen=True)
+class MeshParams:
+    """The mesh workload's knobs (`[workload]` with kind = "mesh")."""
+
+    timer_scale: float = 1.0
+    probe_interval: float = 10.0
+    """Node option: seconds between rounds looking for direct paths."""
+    directory_interval: float = 5.0
+    rpc_timeout: float = 2.0
+    max_neighbours: int = 16
+    names: bool = True
+    data_probe_interval: float = 5.0
+    """Every this many seconds, `data_probe_pairs` echo requests go between random live pairs."""
+    data_probe_pairs: int = 5
+    data_probe_timeout: float = 2.0
+    """A data probe counts as delivered if it reaches the target's TUN within this."""
+    route_tolerance: float = 0.05
+    """A route is optimal within this relative margin (plus the jitter of each hop)."""
+    metric_sources: int = 200
+    """Route optimality and stretch are measured from at most this many live sources per sample."""
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any], source: str) -> MeshParams:
+        params = params_from_table(cls, table, source)
+        # A TOML integer is fine where a float is meant (timer_scale = 10).
+        return dataclasses.replace(params, timer_scale=float(params.timer_scale))
+
+
+class MeshPort(asyncio.DatagramProtocol):
+    """The node's world: its simulated UDP socket and a fake TUN that records packets.
+
+    `send_datagram`/`write_tun` are the node's `NodeTransport`;
+    `datagram_received` is the endpoint's protocol side.
+    """
+
+    def __init__(self, endpoint: SimEndpoint, on_tun: Any) -> None:
+        self.endpoint = endpoint
+        self.node: Node | None = None
+        self.closed = False
+        self._on_tun = on_tun
+
+    def send_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+        if not self.closed:
+            self.endpoint.sendto(data, addr)
+
+    def write_tun(self, packet: bytes) -> None:
+        self._on_tun(packet)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if self.node is not None and not self.closed:
+            self.node.datagram_received(data, (addr[0], addr[1]))
+
+
+class MeshNode:
+    """A simulated host running a real gossipmesh Node; a restart builds a new one."""
+
+    def __init__(self, workload: MeshWorkload, context: NodeContext) -> None:
+        self.workload = workload
+        self.context = context
+        self.host = context.host
+        seed = hashlib.sha256(b"gossipmesh-sim-mesh-key:%d" % context.host + context.node_id)
+        self.identity = Identity.from_seed(seed.digest())
+        self.node: Node | None = None
+        self.port: MeshPort | None = None
+        self.loop: VirtualTimeLoop | None = None
+        self._starting: asyncio.Task[None] | None = None
+        self.generation = 0
+
+    def _build(self, port: MeshPort) -> Node:
+        params = self.workload.params
+        # One stream per generation, drawn from the host's stream: deterministic.
+        rng = random.Random(self.context.rng.getrandbits(64))
+        entropy = random.Random(self.context.rng.getrandbits(64))
+        address = self.context.address
+        options = NodeOptions(
+            name=f"node{self.host}" if params.names else None,
+            listen_port=address[1],
+            host_endpoints=(address,),
+            bootstrap=tuple(a for a in self.context.bootstrap if a != address),
+            timer_scale=params.timer_scale,
+            max_neighbours=params.max_neighbours,
+            probe_interval=params.probe_interval,
+            directory_interval=params.directory_interval,
+            rpc_timeout=params.rpc_timeout,
+        )
+        return Node(
+            self.identity,
+            SECRET,
+            options,
+            port,
+            state_dir=None,
+            rng=rng,
+            random_bytes=entropy.randbytes,
+            wall_clock_offset=EPOCH,
+        )
+
+    def start(self, endpoint: SimEndpoint, loop: VirtualTimeLoop) -> None:
+        self.generation += 1
+        self.loop = loop
+        port = MeshPort(endpoint, self._tun_written)
+        node = self._build(port)
+        port.node = node
+        endpoint.attach(port)
+        self.port, self.node = port, node
+        self._starting = loop.create_task(node.start())
+        self.workload.node_started(self, loop)
+
+    def stop(self) -> None:
+        """Crash: cut the wire first, so the node's goodbyes never leave; then end its tasks."""
+        node, port, loop = self.node, self.port, self.loop
+        if node is None or port is None or loop is None:
+            return
+        port.closed = True
+        port.endpoint.close()
+        self.node = None
+        if self._starting is not None and not self._starting.done():
+            self._starting.cancel()
+        # Simulation housekeeping, not protocol: Node.stop() cancels its timers and tasks.
+        loop.create_task(node.stop())
+
+    @property
+    def running(self) -> Node | None:
+        """The node, once it has its cores and addresses (after `prepare`)."""
+        node = self.node
+        return node if node is not None and node.ipv4 is not None else None
+
+    def _tun_written(self, packet: bytes) -> None:
+        self.workload.tun_written(self.host, packet)
+
+
+class MeshWorkload:
+    """Creates mesh nodes, injects data probes, and hands out the collectors."""
+
+    def __init__(self, params: MeshParams, view: LiveView, underlay_ms: Any, seed: int) -> None:
+        from gossipmesh.simulations.mesh_metrics import MeshMetrics, ProbeDelivery
+
+        self.params = params
+        self.view = view
+        self.nodes: dict[int, MeshNode] = {}
+        self.host_by_id: dict[bytes, int] = {}
+        self.probes = ProbeDelivery(self, random.Random(f"{seed}:data-probes"))
+        self.mesh_metrics = MeshMetrics(self, underlay_ms, random.Random(f"{seed}:route-sample"))
+
+    def create_node(self, context: NodeContext) -> MeshNode:
+        node = MeshNode(self, context)
+        self.nodes[context.host] = node
+        self.host_by_id[node.identity.node_id] = context.host
+        return node
+
+    def node_started(self, node: MeshNode, loop: VirtualTimeLoop) -> None:
+        self.probes.ensure_scheduled(loop)
+
+    def tun_written(self, host: int, packet: bytes) -> None:
+        self.probes.tun_written(host, packet)
+
+    def running_nodes(self) -> dict[int, Node]:
+        """Live hosts whose node has its cores, by host."""
+        live = {}
+        for host in self.view.live_hosts():
+            node = self.nodes[host].running
+            if node is not None:
+                live[host] = node
+        return live
+
+    def collectors(self) -> list[MetricCollector]:
+        return [self.mesh_metrics, self.probes]

@@ -1,0 +1,108 @@
+"""The full gossipmesh node on the simulator: convergence, churn, mass restart, determinism."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from gossipmesh.simulations.mesh_metrics import echo_probe, probe_serial
+from gossipmesh.simulations.runner import Simulation, run_scenario
+from gossipmesh.simulations.scenario import load_scenario
+
+from .conftest import make_scenario
+
+MESH_CHURN = """\
+name = "mesh-determinism"
+seed = 5
+duration = 60.0
+[nodes]
+count = 20
+start_spread = 5.0
+[topology]
+kind = "random_geometric"
+[network]
+jitter_ms = 2.0
+loss = 0.01
+[workload]
+kind = "mesh"
+data_probe_interval = 1.0
+data_probe_pairs = 5
+[metrics]
+interval = 5.0
+[[events]]
+at = 30.0
+kind = "crash"
+count = 3
+downtime = 10.0
+"""
+
+
+def test_a_data_probe_is_recognised_only_by_its_tag() -> None:
+    packet = echo_probe(bytes([100, 64, 0, 1]), bytes([100, 64, 0, 2]), 70_000)
+    assert probe_serial(packet) == 70_000
+    assert probe_serial(packet[:40]) is None
+    assert probe_serial(packet[:28] + b"otherxxx" + packet[36:]) is None
+
+
+def test_mesh_converges_under_churn_and_runs_are_byte_identical(tmp_path: Path) -> None:
+    scenario_file = tmp_path / "mesh.toml"
+    scenario_file.write_text(MESH_CHURN)
+    first = tmp_path / "first"
+    result = run_scenario(load_scenario(scenario_file), first)
+    mesh, probes = result.summary["mesh"], result.summary["probes"]
+    print(mesh, probes, result.summary["traffic"], result.summary["events"])
+    assert result.summary["task_errors"] == 0
+    assert mesh["time_all_records_known"] is not None
+    assert mesh["time_all_routes_optimal"] is not None
+    assert mesh["final"]["records_known"] == 1.0
+    assert mesh["final"]["routes_optimal"] == 1.0
+    assert 1.0 <= mesh["stretch_median"] <= mesh["stretch_max"]
+    assert probes["decided"] >= 200
+    assert 0.8 < probes["delivery_ratio"] <= 1.0
+    crash = result.summary["events"][0]
+    assert crash["kind"] == "crash" and crash["reconverged_after"] is not None
+    assert (first / "stretch.csv").exists() and (first / "stretch_cdf.png").exists()
+
+    # Another process with another hash seed gives the same bytes.
+    second = tmp_path / "second"
+    code = (
+        "from gossipmesh.simulations.runner import run_scenario;"
+        "from gossipmesh.simulations.scenario import load_scenario;"
+        f"run_scenario(load_scenario({str(scenario_file)!r}), __import__('pathlib').Path("
+        f"{str(second)!r}))"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "4242"}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
+    names = sorted(p.name for p in first.iterdir())
+    assert names == sorted(p.name for p in second.iterdir())
+    for name in names:
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+
+
+def test_after_a_mass_restart_traffic_stays_bounded_and_the_mesh_reconverges() -> None:
+    scenario = make_scenario(
+        duration=100.0,
+        nodes={"count": 20, "start_spread": 5.0},
+        topology={"kind": "barabasi_albert", "m": 2, "min_link_ms": 2.0, "max_link_ms": 40.0},
+        network={"jitter_ms": 2.0},
+        workload={"kind": "mesh"},
+        metrics={"interval": 5.0},
+        events=[{"at": 50.0, "kind": "mass_restart", "downtime": 0.0}],
+    )
+    result = Simulation(scenario).run()
+    rows = result.timeseries
+    join_peak = max(r["bytes_per_node_s"] for r in rows if r["time"] <= 50.0)
+    restart_peak = max(r["bytes_per_node_s"] for r in rows if r["time"] > 50.0)
+    tail = [r["bytes_per_node_s"] for r in rows if r["time"] > 80.0]
+    restart = result.summary["events"][0]
+    print(f"join peak {join_peak:.0f} B/node/s, after restart {restart_peak:.0f}, tail {tail}")
+    print(restart)
+    assert result.summary["task_errors"] == 0
+    assert restart["kind"] == "mass_restart" and restart["hosts"] == 20
+    # No amplification: the restart costs no more than the first join, and settles.
+    assert restart_peak <= 1.5 * join_peak
+    assert max(tail) < 0.5 * restart_peak
+    assert restart["reconverged_after"] is not None and restart["reconverged_after"] <= 30.0
+    assert rows[-1]["records_known"] == 1.0 and rows[-1]["routes_optimal"] == 1.0
