@@ -45,8 +45,8 @@ TIMER_SCALE = 4
 PATH_TIMEOUT = 40.0
 """Seconds from start until the expected path shows (a few probe rounds)."""
 PING_TIMEOUT = 30.0
-STAY_RELAYED = 8.0
-"""Seconds a relayed path must stay relayed: three probe rounds at timer_scale 4."""
+STAY_RELAYED = 6.0
+"""Seconds a relayed path must stay relayed: more than two probe rounds at timer_scale 4."""
 POLL = 0.2
 
 
