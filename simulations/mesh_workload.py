@@ -33,7 +33,7 @@ from gossipmesh.membership import NetworkSecret
 from gossipmesh.node import Node, NodeOptions
 from gossipmesh.simulations.clock import VirtualTimeLoop
 from gossipmesh.simulations.metrics import MetricCollector
-from gossipmesh.simulations.network import SimEndpoint
+from gossipmesh.simulations.network import Address, SimEndpoint
 from gossipmesh.simulations.workload import LiveView, NodeContext, params_from_table
 
 __all__ = ["MeshNode", "MeshParams", "MeshPort", "MeshWorkload"]
@@ -63,6 +63,10 @@ class MeshParams:
     """A route is optimal within this relative margin (plus the jitter of each hop)."""
     metric_sources: int = 200
     """Route optimality and stretch are measured from at most this many live sources per sample."""
+    underlay_links_only: bool = False
+    """Hosts exchange datagrams directly only with their neighbours in the topology graph
+    (sites that only peer with adjacent sites); every other pair needs the mesh's relays.
+    Each host bootstraps from its topology neighbours."""
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any], source: str) -> MeshParams:
@@ -78,14 +82,18 @@ class MeshPort(asyncio.DatagramProtocol):
     `datagram_received` is the endpoint's protocol side.
     """
 
-    def __init__(self, endpoint: SimEndpoint, on_tun: Any) -> None:
+    def __init__(
+        self, endpoint: SimEndpoint, on_tun: Any, reachable: frozenset[Address] | None = None
+    ) -> None:
         self.endpoint = endpoint
+        self.reachable = reachable
+        """Addresses this host may send to directly (None: all)."""
         self.node: Node | None = None
         self.closed = False
         self._on_tun = on_tun
 
     def send_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
-        if not self.closed:
+        if not self.closed and (self.reachable is None or addr in self.reachable):
             self.endpoint.sendto(data, addr)
 
     def write_tun(self, packet: bytes) -> None:
@@ -121,7 +129,7 @@ class MeshNode:
             name=f"node{self.host}" if params.names else None,
             listen_port=address[1],
             host_endpoints=(address,),
-            bootstrap=tuple(a for a in self.context.bootstrap if a != address),
+            bootstrap=self.workload.bootstrap_for(self.context),
             timer_scale=params.timer_scale,
             max_neighbours=params.max_neighbours,
             probe_interval=params.probe_interval,
@@ -142,7 +150,7 @@ class MeshNode:
     def start(self, endpoint: SimEndpoint, loop: VirtualTimeLoop) -> None:
         self.generation += 1
         self.loop = loop
-        port = MeshPort(endpoint, self._tun_written)
+        port = MeshPort(endpoint, self._tun_written, self.workload.reachable_from(self.host))
         node = self._build(port)
         port.node = node
         endpoint.attach(port)
@@ -176,7 +184,9 @@ class MeshNode:
 class MeshWorkload:
     """Creates mesh nodes, injects data probes, and hands out the collectors."""
 
-    def __init__(self, params: MeshParams, view: LiveView, underlay_ms: Any, seed: int) -> None:
+    def __init__(
+        self, params: MeshParams, view: LiveView, underlay: Any, graph: Any, seed: int
+    ) -> None:
         from gossipmesh.simulations.mesh_metrics import MeshMetrics, ProbeDelivery
 
         self.params = params
@@ -184,7 +194,22 @@ class MeshWorkload:
         self.nodes: dict[int, MeshNode] = {}
         self.host_by_id: dict[bytes, int] = {}
         self.probes = ProbeDelivery(self, random.Random(f"{seed}:data-probes"))
-        self.mesh_metrics = MeshMetrics(self, underlay_ms, random.Random(f"{seed}:route-sample"))
+        self.mesh_metrics = MeshMetrics(self, underlay, random.Random(f"{seed}:route-sample"))
+        self.graph = graph
+
+    def reachable_from(self, host: int) -> frozenset[Address] | None:
+        """Where `host` may send directly: everywhere, or its topology neighbours."""
+        if not self.params.underlay_links_only:
+            return None
+        network = self.view.network
+        return frozenset(network.address_of(n) for n in self.graph.neighbors(host))
+
+    def bootstrap_for(self, context: NodeContext) -> tuple[Address, ...]:
+        """The scenario's bootstrap hosts, or the topology neighbours if links are limited."""
+        if self.params.underlay_links_only:
+            network = self.view.network
+            return tuple(network.address_of(n) for n in sorted(self.graph.neighbors(context.host)))
+        return tuple(a for a in context.bootstrap if a != context.address)
 
     def create_node(self, context: NodeContext) -> MeshNode:
         node = MeshNode(self, context)

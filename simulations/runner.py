@@ -114,7 +114,7 @@ class Simulation:
             from gossipmesh.simulations.mesh_workload import MeshParams, MeshWorkload
 
             mesh = MeshParams.from_table(scenario.workload_params, scenario.source)
-            return MeshWorkload(mesh, self, self.underlay, scenario.seed)
+            return MeshWorkload(mesh, self, self.underlay, self.graph, scenario.seed)
         params = KademliaParams.from_table(scenario.workload_params, scenario.source)
         return KademliaWorkload(params, self)
 

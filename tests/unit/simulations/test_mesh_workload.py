@@ -106,3 +106,25 @@ def test_after_a_mass_restart_traffic_stays_bounded_and_the_mesh_reconverges() -
     assert max(tail) < 0.5 * restart_peak
     assert restart["reconverged_after"] is not None and restart["reconverged_after"] <= 30.0
     assert rows[-1]["records_known"] == 1.0 and rows[-1]["routes_optimal"] == 1.0
+
+
+def test_with_only_underlay_links_the_mesh_relays_over_optimal_multi_hop_routes() -> None:
+    scenario = make_scenario(
+        duration=90.0,
+        nodes={"count": 20, "start_spread": 5.0},
+        topology={"kind": "random_geometric"},
+        network={"jitter_ms": 1.0},
+        workload={"kind": "mesh", "underlay_links_only": True, "data_probe_interval": 2.0},
+        metrics={"interval": 5.0},
+    )
+    result = Simulation(scenario).run()
+    mesh, probes = result.summary["mesh"], result.summary["probes"]
+    print(mesh, probes)
+    assert result.summary["task_errors"] == 0
+    final = mesh["final"]
+    assert final["records_known"] == 1.0 and final["routes_optimal"] == 1.0
+    assert final["route_hops"] > 1.2  # relayed, not a full mesh of direct links
+    assert final["mesh_degree"] < 10
+    assert mesh["stretch_max"] >= 1.0
+    late = [r["probe_delivery"] for r in result.timeseries if r["time"] >= 60.0]
+    assert min(late) == 1.0
