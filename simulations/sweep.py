@@ -127,6 +127,17 @@ def summary_row(point: SweepPoint, result: SimulationResult) -> dict[str, Any]:
             "loop_events": summary.get("loop_events"),
         }
     )
+    mesh = summary.get("mesh")
+    if mesh is not None:  # the full node's figures, only for mesh runs
+        row.update(
+            {
+                "time_all_records_known": mesh.get("time_all_records_known"),
+                "time_all_routes_optimal": mesh.get("time_all_routes_optimal"),
+                "stretch_median": mesh.get("stretch_median"),
+                "stretch_p95": mesh.get("stretch_p95"),
+                "delivery_ratio": summary.get("probes", {}).get("delivery_ratio"),
+            }
+        )
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
 
 
