@@ -119,6 +119,14 @@ class RecordServer(Server):  # type: ignore[misc]
         result = await self.store(dkey, value, keep_local=False)
         return result.ok
 
+    def _contact(self, node_id: bytes) -> Node | None:
+        """The routing table's contact with this id, if it holds one."""
+        for bucket in self.protocol.router.buckets:
+            node = bucket.nodes.get(node_id)
+            if node is not None:
+                return node
+        return None
+
     async def fetch(self, key: bytes) -> Record | None:
         """The newest valid record under `key`: from local storage, else from the DHT."""
         local = self.storage.record(key)
@@ -126,6 +134,13 @@ class RecordServer(Server):  # type: ignore[misc]
             return local
         target = Node(key)
         nearest = self.protocol.router.find_neighbors(target)
+        # kademlia's find_neighbors never returns the contact whose id *is* the
+        # key, so a node record would never be asked of its own node: a node
+        # whose record nobody else holds yet (the first node of a mesh, until it
+        # republishes) could not be found even by a peer that knows it.
+        owner = self._contact(key)
+        if owner is not None:
+            nearest = [owner, *nearest]
         if not nearest:
             return None
         spider = VerifiedValueCrawl(
