@@ -814,6 +814,22 @@ class Node:
         else:
             self.counters.unknown_datagrams += 1
 
+    def datagrams_received(self, datagrams: list[bytes], addr: tuple[str, int]) -> None:
+        """The datagrams of one GRO read (one source): transport messages opened in one call."""
+        for data in datagrams:
+            if not data or data[0] != 4:  # a handshake or DHT message among them: one by one
+                for each in datagrams:
+                    self.datagram_received(each, addr)
+                return
+        rx_bytes = self.rx_bytes
+        for peer, payload in self.sessions.open_many(datagrams, addr, self._loop.time()):  # type: ignore[union-attr]
+            if payload and (payload[0] >> 4) in (4, 6):
+                key = peer.public_key
+                rx_bytes[key] = rx_bytes.get(key, 0) + len(payload)
+                self._deliver(key, payload)
+            else:
+                self._on_control(peer.public_key, payload, addr)
+
     def _deliver(self, peer_key: bytes, packet: bytes) -> None:
         """An IP packet out of a session: only from its owner, only to us (or our leaves)."""
         if packet[0] >> 4 == 4:

@@ -205,7 +205,7 @@ class Daemon:
 
     def _on_socket_readable(self) -> None:
         assert self.transport is not None and self.node is not None
-        self.transport.drain_socket(self.node.datagram_received)
+        self.transport.drain_socket(self.node.datagram_received, self.node.datagrams_received)
 
     def _on_tun_readable(self) -> None:
         assert self.transport is not None and self.node is not None

@@ -217,8 +217,15 @@ class DataPlane:
 
     # --- draining ----------------------------------------------------------------------
 
-    def drain_socket(self, received: Callable[[bytes, Address], None]) -> None:
-        """Read datagrams until the socket would block (bounded), then flush what they caused."""
+    def drain_socket(
+        self,
+        received: Callable[[bytes, Address], None],
+        batch_received: Callable[[list[bytes], Address], None] | None = None,
+    ) -> None:
+        """Read datagrams until the socket would block (bounded), then flush what they caused.
+
+        `batch_received`, when given, takes the datagrams of one GRO read at once.
+        """
         recvmsg = self._sock.recvmsg
         self._batching = True
         try:
@@ -231,8 +238,14 @@ class DataPlane:
                     continue  # ICMP errors surface here; nothing to do
                 size = gro_segment_size(ancillary) if ancillary else 0
                 if size and len(data) > size:
-                    for offset in range(0, len(data), size):
-                        received(data[offset : offset + size], addr)
+                    if batch_received is not None:
+                        batch_received(
+                            [data[offset : offset + size] for offset in range(0, len(data), size)],
+                            addr,
+                        )
+                    else:
+                        for offset in range(0, len(data), size):
+                            received(data[offset : offset + size], addr)
                 else:
                     received(data, addr)
                 if len(self._tun_pending) >= FLUSH_PACKETS:

@@ -346,6 +346,86 @@ class SessionManager:
         stats.transport_received += 1
         return peer, payload
 
+    def open_many(
+        self, datagrams: Sequence[bytes], addr: Hashable, now: float
+    ) -> list[tuple[Peer, bytes]]:
+        """`open_transport` for the datagrams of one GRO read: the accepted (peer, payload) pairs.
+
+        Once a datagram is accepted, the following ones on the same keypair
+        (the usual case: one sender, one session) skip what the first did
+        for the batch (look-up, expiry, keypair rotation, roaming, rekey
+        check): per datagram, the counter check, one AEAD call and the replay
+        window. Anything else takes `open_transport`. Refusals are counted as there.
+        """
+        opened: list[tuple[Peer, bytes]] = []
+        append = opened.append
+        stats = self.stats
+        keypair: Keypair | None = None
+        batch_head = -1
+        peer: Peer | None = None
+        for data in datagrams:
+            size = len(data)
+            if (
+                keypair is None
+                or size < TRANSPORT_MINIMUM_SIZE
+                or size > MAX_TRANSPORT_SIZE
+                or int.from_bytes(data[:8], "little") != batch_head
+            ):
+                result = self.open_transport(data, addr, now)
+                if result is not None:
+                    append(result)
+                    batch_head = int.from_bytes(data[:8], "little")
+                    found = self._index.get(batch_head >> 32)
+                    keypair = found if found.__class__ is Keypair else None
+                    peer = result[0]
+                continue
+            assert peer is not None
+            counter_bytes = data[8:16]
+            counter = int.from_bytes(counter_bytes, "little")
+            if counter >= REJECT_AFTER_MESSAGES:
+                stats.transport_counter_rejected += 1
+                continue
+            try:
+                payload = keypair.receiving.decrypt(_NONCE_PREFIX + counter_bytes, data[16:], None)
+            except InvalidTag:
+                stats.transport_authentication_failed += 1
+                continue
+            greatest = keypair.replay_greatest
+            if counter > greatest:
+                shift = counter - greatest
+                keypair.replay_bitmap = (
+                    ((keypair.replay_bitmap << shift) | 1) & WINDOW_MASK
+                    if shift < REPLAY_WINDOW
+                    else 1
+                )
+                keypair.replay_greatest = counter
+            else:
+                verdict = keypair.accept_counter(counter)
+                if verdict != ACCEPTED:
+                    if verdict == REPLAYED:
+                        stats.transport_replayed += 1
+                    else:
+                        stats.transport_too_old += 1
+                    continue
+            if payload:
+                if peer.keepalive_from is None:
+                    peer.keepalive_from = now
+                    self._schedule(peer, now + self.timers.keepalive_timeout)
+                version = payload[0] >> 4
+                if version == 4:
+                    length = int.from_bytes(payload[2:4], "big")
+                    if length != len(payload):
+                        payload = self._trim(payload, length)
+                elif version == 6:
+                    length = int.from_bytes(payload[4:6], "big") + 40
+                    if length != len(payload):
+                        payload = self._trim(payload, length)
+            else:
+                stats.keepalives_received += 1
+            stats.transport_received += 1
+            append((peer, payload))
+        return opened
+
     def _trim(self, payload: bytes, length: int) -> bytes:
         if length > len(payload):
             # The IP header claims more than arrived: WireGuard drops the packet;

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -54,3 +56,58 @@ def test_encrypt_many_refuses_without_a_session_and_consumes_nothing() -> None:
     _, a, b = connected_pair()
     assert a.encrypt_many(peer_of(a, b), [IPV4_PACKET], 0.0) is None
     assert a.stats.transport_sent == 0
+
+
+def transport_datagrams(a: SessionManager, b: SessionManager, payloads: list[bytes]) -> list[bytes]:
+    datagrams = []
+    for payload in payloads:
+        datagram = a.encrypt_for(peer_of(a, b), payload, 1.0)
+        assert datagram is not None
+        datagrams.append(datagram)
+    return datagrams
+
+
+def tampered(datagram: bytes) -> bytes:
+    return datagram[:-1] + bytes([datagram[-1] ^ 1])
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    packets=ip_packets,
+    script=st.lists(
+        st.tuples(
+            st.sampled_from(["send", "replay", "tamper", "keepalive", "short"]), st.integers(0, 50)
+        ),
+        max_size=60,
+    ),
+)
+def test_open_many_matches_open_transport_one_by_one(
+    packets: list[bytes], script: list[tuple[str, int]]
+) -> None:
+    """Replays, forgeries, keepalives and runts in a batch: the same results and counters."""
+    _, a, b = established_pair()
+    _, a2, b2 = established_pair()
+    sent = transport_datagrams(a, b, packets)
+    assert sent == transport_datagrams(a2, b2, packets)
+    batch = list(sent)
+    for action, pick in script:
+        if action == "send":
+            continue
+        if action == "replay" and sent:
+            batch.append(sent[pick % len(sent)])
+        elif action == "tamper" and sent:
+            batch.insert(pick % (len(batch) + 1), tampered(sent[pick % len(sent)]))
+        elif action == "keepalive":
+            (keepalive,) = transport_datagrams(a, b, [b""])
+            assert transport_datagrams(a2, b2, [b""]) == [keepalive]
+            batch.insert(pick % (len(batch) + 1), keepalive)
+        elif action == "short":
+            batch.insert(pick % (len(batch) + 1), b"\x04\x00\x00\x00" + bytes(pick % 40))
+    batched = [(peer.public_key, payload) for peer, payload in b.open_many(batch, "A", 1.0)]
+    single = []
+    for datagram in batch:
+        result = b2.open_transport(datagram, "A", 1.0)
+        if result is not None:
+            single.append((result[0].public_key, result[1]))
+    assert batched == single
+    assert asdict(b.stats) == asdict(b2.stats)
