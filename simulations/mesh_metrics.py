@@ -20,6 +20,9 @@ Definitions (docs/simulations.md, "The mesh workload"):
   `route_tolerance` (relative) plus 2 x jitter per hop of the shortest path
   over the formed links (networkx Dijkstra). A pair with no path over the
   formed links counts as not optimal: the goal is one connected mesh.
+  Pairs no overlay could connect (with `underlay_links_only`, hosts in
+  different components of the topology among running hosts, which crashes
+  can split) are left out and counted in `pairs_cut_off`.
 - stretch: forwarding path latency (sum of one-way underlay latencies of its
   hops) / underlay latency between s and d (the true shortest path in the
   topology, the best any overlay could do).
@@ -96,7 +99,8 @@ class MeshMetrics:
         limit = self.workload.params.metric_sources
         if len(hosts) > limit:
             sources = sorted(self.rng.sample(hosts, limit))
-        optimal = reachable = measured = 0
+        component = self._possible_components(hosts)
+        optimal = reachable = measured = cut_off = 0
         stretches: list[float] = []
         hops: list[int] = []
         rows: list[dict[str, Any]] = []
@@ -104,6 +108,9 @@ class MeshMetrics:
             best = nx.single_source_dijkstra_path_length(graph, source, weight="weight")
             for target in hosts:
                 if target == source:
+                    continue
+                if component[source] != component[target]:
+                    cut_off += 1  # no overlay could route it: not counted
                     continue
                 measured += 1
                 path = self._forwarding_path(source, target, nodes, neighbours, ids)
@@ -134,6 +141,7 @@ class MeshMetrics:
                         "stretch": round(stretch, 6),
                     }
                 )
+        considered = measured + cut_off
         routes_optimal = optimal / measured if measured else math.nan
         routes_reachable = reachable / measured if measured else math.nan
         self.stretch_rows = rows
@@ -146,6 +154,7 @@ class MeshMetrics:
             "records_known": records_known,
             "routes_reachable": routes_reachable,
             "routes_optimal": routes_optimal,
+            "pairs_cut_off": cut_off / considered if considered else math.nan,
             "mesh_degree": mean(degrees),
             "route_hops": mean(hops),
             "stretch_mean": mean(stretches),
@@ -153,6 +162,21 @@ class MeshMetrics:
         }
         converged = records_known == 1.0 and routes_optimal == 1.0
         return {**self.last, "converged": 1.0 if converged else 0.0}
+
+    def _possible_components(self, hosts: list[int]) -> dict[int, int]:
+        """Component of each running host in the graph of pairs that may talk directly.
+
+        With `underlay_links_only` that is the topology among running hosts,
+        which crashes can split; otherwise every pair may talk: one component.
+        """
+        if not self.workload.params.underlay_links_only:
+            return dict.fromkeys(hosts, 0)
+        possible = self.workload.graph.subgraph(hosts)
+        component = {}
+        for number, members in enumerate(nx.connected_components(possible)):
+            for host in members:
+                component[host] = number
+        return component
 
     def _forwarding_path(
         self,
