@@ -25,12 +25,6 @@ from tests.support.netns import NetnsLab, wait_until
 pytestmark = [
     pytest.mark.netns,
     pytest.mark.timeout(120),
-    pytest.mark.skip(
-        reason="known bug: kademlia's RoutingTable.find_neighbors never returns the node whose "
-        "id is the key, and node records are keyed by node id, so a node never asks a peer for "
-        "that peer's own record; delta (which reaches only charlie) never gets charlie's record "
-        "and refuses its handshakes. Passes (~21 s) once discovery asks that node too."
-    ),
 ]
 
 CONVERGE_TIMEOUT = 45.0
