@@ -37,6 +37,11 @@ class TunDevice:
         try:
             self._device = pytun.TunTapDevice(name=name, flags=pytun.IFF_TUN | pytun.IFF_NO_PI)
         except (pytun.Error, OSError) as exc:
+            if "busy" in str(exc).lower():
+                raise TunError(
+                    f"TUN device {name!r} is already in use (another gossipmesh up?); "
+                    "pick another with --interface"
+                ) from exc
             raise TunError(f"cannot open TUN device {name!r}: {exc}") from exc
         self.name: str = self._device.name
         self.fd: int = self._device.fileno()
