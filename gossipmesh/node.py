@@ -1121,11 +1121,25 @@ class Node:
             probes.append({"rtt_ms": rtt, "path": self.describe_path(entry.node_id)})
         return {"target": self.display_name(entry), "probes": probes}
 
+    def _live_direct_endpoint(self, node_id: bytes) -> tuple[str, int] | None:
+        """The direct endpoint in use for a node, if the path is still live.
+
+        A session keeps its last endpoint after the node leaves or dies: it is
+        only a direct path while the node is a live neighbour or routable.
+        """
+        entry = self.directory.get(node_id)
+        peer = None if entry is None else self.sessions.peer(entry.x25519_public_key)
+        if peer is None or type(peer.endpoint) is not tuple:
+            return None
+        path = self.paths.get(node_id)
+        if (path is not None and path.neighbour) or self.routing.route(node_id) is not None:
+            return peer.endpoint
+        return None
+
     def describe_path(self, node_id: bytes) -> str:
-        peer_entry = self.directory.get(node_id)
-        peer = None if peer_entry is None else self.sessions.peer(peer_entry.x25519_public_key)
-        if peer is not None and type(peer.endpoint) is tuple:
-            return f"direct {peer.endpoint[0]}:{peer.endpoint[1]}"
+        direct = self._live_direct_endpoint(node_id)
+        if direct is not None:
+            return f"direct {direct[0]}:{direct[1]}"
         route = next((r for r in self.routing.routes() if r.destination == node_id), None)
         if route is None:
             return "no route"
@@ -1177,14 +1191,7 @@ class Node:
                 continue
             peer = self.sessions.peer(entry.x25519_public_key)
             route = self.routing.route(entry.node_id)
-            path = self.paths.get(entry.node_id)
-            # A session keeps its last endpoint after the node leaves or dies:
-            # it is only a direct path while the node is a live neighbour or routable.
-            direct = (
-                peer is not None
-                and type(peer.endpoint) is tuple
-                and ((path is not None and path.neighbour) or route is not None)
-            )
+            direct = self._live_direct_endpoint(entry.node_id) is not None
             via = None
             if not direct and route is not None:
                 via = self._short_name(route)
