@@ -128,3 +128,27 @@ def test_tun_writes_queue_during_a_drain_and_pass_through_without_vnet() -> None
         sock.close()
         os.close(read_end)
         os.close(write_end)
+
+
+def test_with_syscall_threads_a_batch_arrives_in_order_and_close_joins(
+    sockets: tuple[socket.socket, socket.socket],
+) -> None:
+    sender, receiver = sockets
+    target = receiver.getsockname()
+    datagrams = [bytes([index]) * 1200 for index in range(30)]
+    outgoing = DataPlane(sender, threads=True)
+    incoming = DataPlane(receiver)
+    try:
+        for round_ in range(3):  # more than INLINE_CALLS runs: the thread sends them
+            outgoing._batching = True
+            for datagram in datagrams[round_ * 10 : round_ * 10 + 10]:
+                outgoing.send_datagram(datagram, target)
+                outgoing.send_datagram(b"x", target)  # breaks GSO runs: many calls
+            outgoing._batching = False
+            outgoing.flush()
+        got = drain(incoming, receiver, 60)
+    finally:
+        outgoing.close()
+    assert [d for d in got if d != b"x"] == datagrams
+    assert outgoing.send_errors == 0
+    assert not any(worker._thread.is_alive() for worker in outgoing._all_workers)
