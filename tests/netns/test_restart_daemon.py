@@ -99,7 +99,7 @@ def test_second_up_on_the_same_state_dir_port_or_interface_is_refused_and_down_s
         same_interface[same_interface.index("--listen") + 1] = "51998"
         refused = alpha.namespace.run(same_interface, check=False, timeout=20)
         assert refused.returncode == 2
-        assert f"cannot open TUN device '{alpha.interface}'" in refused.stderr, refused.stderr
+        assert f"TUN device '{alpha.interface}' is already in use" in refused.stderr, refused.stderr
         assert alpha.running()
         assert alpha.status()["ipv4"]
         assert (
