@@ -325,15 +325,7 @@ class SessionManager:
             if peer.keepalive_from is None:
                 peer.keepalive_from = now
                 self._schedule(peer, now + self.timers.keepalive_timeout)
-            version = payload[0] >> 4
-            if version == 4:
-                length = int.from_bytes(payload[2:4], "big")
-                if length != len(payload):
-                    payload = self._trim(payload, length)
-            elif version == 6:
-                length = int.from_bytes(payload[4:6], "big") + 40
-                if length != len(payload):
-                    payload = self._trim(payload, length)
+            payload = self._unpad(payload)
         else:
             stats.keepalives_received += 1
         if (
@@ -411,20 +403,23 @@ class SessionManager:
                 if peer.keepalive_from is None:
                     peer.keepalive_from = now
                     self._schedule(peer, now + self.timers.keepalive_timeout)
-                version = payload[0] >> 4
-                if version == 4:
-                    length = int.from_bytes(payload[2:4], "big")
-                    if length != len(payload):
-                        payload = self._trim(payload, length)
-                elif version == 6:
-                    length = int.from_bytes(payload[4:6], "big") + 40
-                    if length != len(payload):
-                        payload = self._trim(payload, length)
+                payload = self._unpad(payload)
             else:
                 stats.keepalives_received += 1
             stats.transport_received += 1
             append((peer, payload))
         return opened
+
+    def _unpad(self, payload: bytes) -> bytes:
+        """An IP packet without WireGuard's padding, by its header's length field."""
+        version = payload[0] >> 4
+        if version == 4:
+            length = int.from_bytes(payload[2:4], "big")
+        elif version == 6:
+            length = int.from_bytes(payload[4:6], "big") + 40
+        else:
+            return payload  # a control payload: never padded
+        return payload if length == len(payload) else self._trim(payload, length)
 
     def _trim(self, payload: bytes, length: int) -> bytes:
         if length > len(payload):
