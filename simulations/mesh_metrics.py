@@ -22,7 +22,9 @@ Definitions (docs/simulations.md, "The mesh workload"):
   formed links counts as not optimal: the goal is one connected mesh.
   Pairs no overlay could connect (with `underlay_links_only`, hosts in
   different components of the topology among running hosts, which crashes
-  can split) are left out and counted in `pairs_cut_off`.
+  can split) are left out and counted in `pairs_cut_off`; so are pairs whose
+  shortest path over the formed links is longer than the node's `max_hops`
+  (8): routing leaves those unreachable by design (`pairs_beyond_max_hops`).
 - stretch: forwarding path latency (sum of one-way underlay latencies of its
   hops) / underlay latency between s and d (the true shortest path in the
   topology, the best any overlay could do).
@@ -100,17 +102,21 @@ class MeshMetrics:
         if len(hosts) > limit:
             sources = sorted(self.rng.sample(hosts, limit))
         component = self._possible_components(hosts)
-        optimal = reachable = measured = cut_off = 0
+        optimal = reachable = measured = cut_off = beyond = 0
         stretches: list[float] = []
         hops: list[int] = []
         rows: list[dict[str, Any]] = []
         for source in sources:
-            best = nx.single_source_dijkstra_path_length(graph, source, weight="weight")
+            best, best_paths = nx.single_source_dijkstra(graph, source, weight="weight")
             for target in hosts:
                 if target == source:
                     continue
                 if component[source] != component[target]:
                     cut_off += 1  # no overlay could route it: not counted
+                    continue
+                best_path = best_paths.get(target)
+                if best_path is not None and len(best_path) - 1 > nodes[source].options.max_hops:
+                    beyond += 1  # unreachable by design (routing's max_hops): not counted
                     continue
                 measured += 1
                 path = self._forwarding_path(source, target, nodes, neighbours, ids)
@@ -141,7 +147,7 @@ class MeshMetrics:
                         "stretch": round(stretch, 6),
                     }
                 )
-        considered = measured + cut_off
+        considered = measured + cut_off + beyond
         routes_optimal = optimal / measured if measured else math.nan
         routes_reachable = reachable / measured if measured else math.nan
         self.stretch_rows = rows
@@ -155,6 +161,7 @@ class MeshMetrics:
             "routes_reachable": routes_reachable,
             "routes_optimal": routes_optimal,
             "pairs_cut_off": cut_off / considered if considered else math.nan,
+            "pairs_beyond_max_hops": beyond / considered if considered else math.nan,
             "mesh_degree": mean(degrees),
             "route_hops": mean(hops),
             "stretch_mean": mean(stretches),
