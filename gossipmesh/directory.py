@@ -80,6 +80,8 @@ class Directory:
     def __init__(self, network: ipaddress.IPv4Network = DEFAULT_IPV4_NETWORK) -> None:
         self.network = network
         self._records: dict[bytes, NodeRecord] = {}
+        self._x25519_of: dict[bytes, bytes] = {}
+        """Ed25519 -> X25519 public key: derived once per key, not on every rebuild."""
         self._resolved: dict[bytes, Resolved] = {}
         self._ipv4_outcomes: dict[bytes, ClaimOutcome] = {}
         self.by_address: dict[bytes, bytes] = {}
@@ -124,8 +126,10 @@ class Directory:
         return changed
 
     def remove(self, node_id: bytes) -> bool:
-        if self._records.pop(node_id, None) is None:
+        removed = self._records.pop(node_id, None)
+        if removed is None:
             return False
+        self._x25519_of.pop(removed.public_key, None)
         self._rebuild()
         return True
 
@@ -149,6 +153,12 @@ class Directory:
                     break
         return None if node_id is None else self._resolved.get(node_id)
 
+    def _x25519(self, public_key: bytes) -> bytes:
+        derived = self._x25519_of.get(public_key)
+        if derived is None:
+            derived = self._x25519_of[public_key] = x25519_public_from_ed25519(public_key)
+        return derived
+
     def _rebuild(self) -> None:
         """Recompute owners of addresses and names; O(n log n), only on change."""
         records = self._records
@@ -171,7 +181,7 @@ class Directory:
             entry = Resolved(
                 record=record,
                 node_id=node_id,
-                x25519_public_key=x25519_public_from_ed25519(record.public_key),
+                x25519_public_key=self._x25519(record.public_key),
                 ipv4=ipv4,
                 ipv6=record.ipv6,
                 name=name_of.get(node_id),
