@@ -685,21 +685,7 @@ class SessionManager:
             + keypair.sending.encrypt(_NONCE_PREFIX + counter_bytes, payload, None)
         )
         self.stats.transport_sent += 1
-        peer.keepalive_from = None
-        peer.last_sent = now
-        if size and peer.new_handshake_from is None:
-            peer.new_handshake_from = now
-            self._schedule(
-                peer,
-                now
-                + self.timers.keepalive_timeout
-                + self.timers.rekey_timeout
-                + peer.new_handshake_jitter,
-            )
-        if keypair.is_initiator and (
-            counter >= REKEY_AFTER_MESSAGES or now - keypair.created >= self._rekey_after_time
-        ):
-            self._initiate(peer, now, retry=False)
+        self._sent(peer, keypair, counter, now, carried_data=bool(size))
         return datagram
 
     def encrypt_many(self, peer: Peer, packets: Sequence[bytes], now: float) -> list[bytes] | None:
@@ -737,9 +723,18 @@ class SessionManager:
             counter += 1
             append(prefix + counter_bytes + encrypt(_NONCE_PREFIX + counter_bytes, payload, None))
         self.stats.transport_sent += count
+        self._sent(peer, keypair, counter, now, carried_data=True)
+        return datagrams
+
+    def _sent(
+        self, peer: Peer, keypair: Keypair, counter: int, now: float, *, carried_data: bool
+    ) -> None:
+        """Timer bookkeeping after sending (WireGuard section 6): no passive keepalive
+        is due, data expects an answer within keepalive+rekey timeouts, and the
+        initiator rekeys after REKEY_AFTER_TIME or REKEY_AFTER_MESSAGES."""
         peer.keepalive_from = None
         peer.last_sent = now
-        if peer.new_handshake_from is None:
+        if carried_data and peer.new_handshake_from is None:
             peer.new_handshake_from = now
             self._schedule(
                 peer,
@@ -752,7 +747,6 @@ class SessionManager:
             counter >= REKEY_AFTER_MESSAGES or now - keypair.created >= self._rekey_after_time
         ):
             self._initiate(peer, now, retry=False)
-        return datagrams
 
     def initiate_handshake(self, peer_public_key: bytes, now: float) -> None:
         """Start a handshake now (rate-limited to one per REKEY_TIMEOUT per peer)."""
