@@ -51,6 +51,13 @@ from gossipmesh.runtime.control import call_daemon
     type=click.Choice(DNS_MODES),
     help="How to wire .mesh names into the host resolver [default: auto].",
 )
+@click.option(
+    "--stream-links/--no-stream-links",
+    default=None,
+    help="Carry bulk traffic to other gossipmesh nodes over one TCP connection each, in "
+    "64 KiB units, on the UDP port's number (TCP); UDP stays the fallback and the only "
+    "path to stock WireGuard peers [default: on].",
+)
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), help="[default: info]")
 @click.option(
     "--log-format",

@@ -118,6 +118,17 @@ def _parse_positive_float(value: Any) -> float:
     return number
 
 
+def _parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = _parse_str(value).lower()
+    if text in ("true", "yes", "on", "1"):
+        return True
+    if text in ("false", "no", "off", "0"):
+        return False
+    raise ValueError("must be true or false")
+
+
 def _parse_leaves(value: Any) -> tuple[LeafPeer, ...]:
     if not isinstance(value, list):
         raise ValueError("write leaf peers as [[leaf]] tables")
@@ -148,6 +159,8 @@ class Settings:
     """Divides protocol timers (rekey, keepalive); only tests lower them."""
     leaf: tuple[LeafPeer, ...] = ()
     """Stock WireGuard devices attached to this node (`[[leaf]]` tables)."""
+    stream_links: bool = True
+    """Carry bulk traffic to other gossipmesh nodes over TCP stream links (gossipmesh.links)."""
 
 
 FIELDS: dict[str, Callable[[Any], Any]] = {
@@ -165,6 +178,7 @@ FIELDS: dict[str, Callable[[Any], Any]] = {
     "log_format": _choice(LOG_FORMATS),
     "timer_scale": _parse_positive_float,
     "leaf": _parse_leaves,
+    "stream_links": _parse_bool,
 }
 
 

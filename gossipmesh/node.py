@@ -50,8 +50,10 @@ from gossipmesh.directory import (
 from gossipmesh.discovery.service import Discovery
 from gossipmesh.identity import Identity
 from gossipmesh.leaves import LeafPeer
+from gossipmesh.links.planner import LinkPlanner
 from gossipmesh.membership import NetworkSecret
 from gossipmesh.names import key_name
+from gossipmesh.node_links import NodeLinks
 from gossipmesh.node_messages import (
     MalformedNodeMessage,
     decode_echo,
@@ -115,6 +117,7 @@ def _mesh_mtu() -> int:
 
 
 MESH_MTU = _mesh_mtu()
+_LINK_KINDS = (PayloadKind.LINK_OFFER, PayloadKind.LINK_ACCEPT, PayloadKind.LINK_DECLINE)
 NODE_RECORD_BROADCAST = b"\x01"
 RENDEZVOUS_REQUEST = bytes([PayloadKind.RENDEZVOUS, 1])
 """'Probe me now': sent through relays after our direct probe failed (version 1)."""
@@ -229,6 +232,13 @@ class Node:
         self._leaf_by_x25519: dict[bytes, LeafPeer] = {}
         self._leaf_peer_by_address: dict[bytes, Peer] = {}
         self._echo_waiters: dict[int, asyncio.Future[float]] = {}
+        self.links = NodeLinks(
+            self,
+            LinkPlanner(
+                identity.node_id, port=None, random=random_bytes, scale=options.timer_scale
+            ),
+        )
+        """Stream links to other nodes; off until the runtime enables them."""
         self.tx_bytes: dict[bytes, int] = {}
         """Bytes of IP packets sent to each peer (by X25519 key), for `peers`."""
         self.rx_bytes: dict[bytes, int] = {}
@@ -935,6 +945,8 @@ class Node:
                 if payload != RENDEZVOUS_REQUEST:
                     raise MalformedNodeMessage("bad rendezvous request")
                 self._on_rendezvous(node_id)
+            elif kind in _LINK_KINDS:
+                self.links.on_message(peer_key, node_id, payload)
             elif kind == PayloadKind.ECHO_REQUEST:
                 _, nonce = decode_echo(payload)
                 self.sessions.send(peer_key, encode_echo(PayloadKind.ECHO_REPLY, nonce), self.now())
@@ -1180,6 +1192,7 @@ class Node:
             "neighbours": len(self.routing.neighbours()),
             "reachable": len(self.routing.routes()),
             "counters": counters,
+            "stream_links": self.links.status(),
         }
 
     def peers(self) -> list[dict[str, Any]]:
@@ -1210,6 +1223,7 @@ class Node:
                     "last_handshake_s": None if handshake is None else round(now - handshake, 1),
                     "rx_bytes": self.rx_bytes.get(entry.x25519_public_key, 0),
                     "tx_bytes": self.tx_bytes.get(entry.x25519_public_key, 0),
+                    "stream_link": self.links.has_link(entry.x25519_public_key),
                 }
             )
         return rows

@@ -49,6 +49,10 @@ class PayloadKind(IntEnum):
     ECHO_REQUEST = 0x18
     """End-to-end mesh ping (`gossipmesh ping`), through relays when needed."""
     ECHO_REPLY = 0x19
+    LINK_OFFER = 0x1A
+    """A stream link proposed (gossipmesh.links.messages): token and both keys."""
+    LINK_ACCEPT = 0x1B
+    LINK_DECLINE = 0x1C
 
 
 def is_ip_packet(payload: bytes) -> bool:

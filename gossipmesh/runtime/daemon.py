@@ -34,6 +34,7 @@ from gossipmesh.membership import NetworkSecret
 from gossipmesh.node import MESH_MTU, Node, NodeOptions
 from gossipmesh.runtime.control import ControlServer
 from gossipmesh.runtime.dataplane import DataPlane, OffloadTunDevice, open_offload_tun
+from gossipmesh.runtime.links import StreamLinks, open_link_listener
 from gossipmesh.runtime.logs import configure_logging
 from gossipmesh.runtime.statefiles import InstanceLock, StateDir, default_state_dir
 from gossipmesh.runtime.tun import TunDevice, TunError, open_tun
@@ -105,6 +106,7 @@ class Daemon:
         self.control: ControlServer | None = None
         self.transport: DataPlane | None = None
         self.magic_dns: MagicDns | None = None
+        self.links: StreamLinks | None = None
         self.ready = False
         """True once the node has joined and MagicDNS (if any) serves: `status` says so."""
 
@@ -152,7 +154,9 @@ class Daemon:
             raise UsageError(str(exc)) from None
         if settings.dns != "off":
             await asyncio.to_thread(add_resolver_addresses, self.tun.name)
-        self.transport.attach_tun(self.tun.fd, vnet=isinstance(self.tun, OffloadTunDevice))
+        vnet = isinstance(self.tun, OffloadTunDevice)
+        self.transport.attach_tun(self.tun.fd, vnet=vnet)
+        self._enable_links(loop, node, port, vnet)
         loop.add_reader(self.sock.fileno(), self._on_socket_readable)
         loop.add_reader(self.tun.fd, self._on_tun_readable)
         self.control = ControlServer(self.state.control_socket, self._handlers())
@@ -179,12 +183,35 @@ class Daemon:
         )
         await self.stopped.wait()
 
+    def _enable_links(
+        self, loop: asyncio.AbstractEventLoop, node: Node, port: int, vnet: bool
+    ) -> None:
+        """Accept and offer stream links, where the settings and the TUN allow them."""
+        if not self.settings.stream_links:
+            return
+        if not vnet:
+            log.info("stream links off: the TUN device has no offloads (UDP carries everything)")
+            return
+        try:
+            listener = open_link_listener(port)
+        except OSError as exc:
+            log.warning("stream links off: cannot listen on TCP port %d: %s", port, exc.strerror)
+            return
+        assert self.transport is not None
+        self.links = StreamLinks(loop, node.links, listener, node.links.planner.max_age())
+        node.links.enable(port, self.links, self.transport.write_tun_frame)
+        self.transport.after_flush = self.links.flush
+
     async def close(self) -> None:
-        """Tear down in reverse: DNS wiring, node, control socket, readers, TUN, socket."""
+        """Tear down in reverse: DNS wiring, links, node, control socket, readers, TUN, socket."""
         loop = asyncio.get_running_loop()
         if self.magic_dns is not None:
             outcome = await self.magic_dns.stop()
             log.info("host DNS: %s", outcome.value)
+        if self.links is not None:
+            if self.transport is not None:
+                self.transport.after_flush = None
+            self.links.close()
         if self.node is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.node.stop(), 5.0)
@@ -209,7 +236,9 @@ class Daemon:
 
     def _on_tun_readable(self) -> None:
         assert self.transport is not None and self.node is not None
-        self.transport.drain_tun(self.node.tun_packet, self.node.tun_packets)
+        self.transport.drain_tun(
+            self.node.tun_packet, self.node.tun_packets, self.node.links.tun_frame
+        )
 
     # --- control socket -------------------------------------------------------------
 

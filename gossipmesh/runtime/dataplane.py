@@ -183,6 +183,8 @@ class DataPlane:
         self._send_errors = 0
         self._tun_write_errors = 0
         self.offload_errors = 0
+        self.after_flush: Callable[[], None] | None = None
+        """Called at the end of every flush (the stream links send what they queued)."""
         self._udp_worker = SyscallWorker(UDP_THREAD) if threads else None
         self._tun_worker = SyscallWorker(TUN_THREAD) if threads else None
         self._all_workers = [w for w in (self._udp_worker, self._tun_worker) if w is not None]
@@ -212,6 +214,13 @@ class DataPlane:
                 os.writev(self._tun_fd, (PLAIN_HEADER, packet))
             else:
                 os.write(self._tun_fd, packet)
+        except OSError:
+            self._tun_write_errors += 1
+
+    def write_tun_frame(self, frame: memoryview) -> None:
+        """Write one TUN frame as it is (virtio_net_hdr included): a stream link's delivery."""
+        try:
+            os.write(self._tun_fd, frame)
         except OSError:
             self._tun_write_errors += 1
 
@@ -258,10 +267,13 @@ class DataPlane:
         self,
         packet_in: Callable[[bytes], None],
         segments_in: Callable[[list[bytes]], None] | None = None,
+        frame_in: Callable[[bytes], bool] | None = None,
     ) -> None:
         """Read the TUN until it would block (bounded), then flush what the packets caused.
 
-        `segments_in`, when given, takes the segments of one super-packet at once.
+        `segments_in`, when given, takes the segments of one super-packet at once;
+        `frame_in` sees each whole frame first and returns True when it took it
+        (a stream link), before any segmentation.
         """
         read = os.read
         fd = self._tun_fd
@@ -276,6 +288,8 @@ class DataPlane:
                 if not frame:
                     continue
                 if vnet:
+                    if frame_in is not None and frame_in(frame):
+                        continue
                     try:
                         packets = packets_from_tun(frame)
                     except OffloadError:
@@ -300,6 +314,8 @@ class DataPlane:
             self._flush_udp()
         if self._tun_pending:
             self._flush_tun()
+        if self.after_flush is not None:
+            self.after_flush()
 
     def close(self) -> None:
         """Stop the syscall threads (what they hold is written first)."""

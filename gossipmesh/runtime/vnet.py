@@ -235,6 +235,38 @@ def packets_from_tun(frame: bytes) -> list[bytes]:
     raise OffloadError(f"unsupported segmentation offload type {gso_type}")
 
 
+def check_tun_frame(frame: bytes | memoryview) -> int:
+    """The IP version of a TUN frame a peer sent whole (a stream link); OffloadError if unsafe.
+
+    The receiving kernel trusts a frame's virtio_net_hdr as it would a
+    virtual NIC's: allow only what our own TUN reads produce (no offload, or
+    TCP segmentation of the packet's own IP version, with a checksum request
+    inside the packet), so a peer cannot make the kernel segment or
+    checksum anything else.
+    """
+    size = len(frame)
+    if size < VNET_HDR_SIZE + 20:
+        raise OffloadError("frame shorter than an IP header")
+    flags, gso_type, hdr_len, gso_size, csum_start, csum_offset = VNET_HDR.unpack_from(frame)
+    version = frame[VNET_HDR_SIZE] >> 4
+    if version not in (4, 6):
+        raise OffloadError("not an IP packet")
+    if flags & ~(NEEDS_CSUM | DATA_VALID):
+        raise OffloadError(f"unknown virtio_net_hdr flags {flags:#x}")
+    packet_size = size - VNET_HDR_SIZE
+    if flags & NEEDS_CSUM and csum_start + csum_offset + 2 > packet_size:
+        raise OffloadError("checksum field beyond the packet")
+    kind = gso_type & ~GSO_ECN
+    if kind == GSO_NONE:
+        return version
+    if kind not in (GSO_TCPV4, GSO_TCPV6) or (kind == GSO_TCPV4) != (version == 4):
+        raise OffloadError(f"segmentation offload type {gso_type} for IPv{version}")
+    protocol = frame[VNET_HDR_SIZE + 9] if version == 4 else frame[VNET_HDR_SIZE + 6]
+    if protocol != TCP or not flags & NEEDS_CSUM or gso_size == 0 or hdr_len > packet_size:
+        raise OffloadError("segmentation offload for a packet that is not plain TCP")
+    return version
+
+
 _RUN_MASKS: dict[tuple[int, int], int] = {}
 
 

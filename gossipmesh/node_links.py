@@ -1,0 +1,244 @@
+"""The node's side of stream links: which packets take a link, and what arrives on one.
+
+`Node` owns one `NodeLinks`. On the way out, the data plane offers every
+TUN frame (virtio_net_hdr + packet, a TCP super-packet whole) to
+`tun_frame` before cutting it into WireGuard-sized packets: when the
+destination's node has a link up, the frame is queued on it and nothing
+else happens; when it has none, bulk traffic (a super-packet) asks the
+planner whether to offer one, and the frame takes the UDP path meanwhile.
+On the way in, `received` applies the same checks as the UDP path — the
+source must belong to the sending node, the destination must be ours or a
+leaf's — plus a check of the virtio header. Negotiation messages arrive as
+control payloads (`on_message`). Links are off until the runtime calls
+`enable` (the simulator and plain-TUN daemons never do); a node with links
+off still answers offers, with a decline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from gossipmesh.links.frames import VNET_SIZE, split_items
+from gossipmesh.links.messages import (
+    LinkAccept,
+    LinkDecline,
+    LinkOffer,
+    MalformedLinkMessage,
+    decode_link_message,
+)
+from gossipmesh.links.planner import AcceptedToken, ConnectOrder, LinkPlanner
+from gossipmesh.runtime.vnet import OffloadError, check_tun_frame, packets_from_tun
+
+if TYPE_CHECKING:
+    from gossipmesh.node import Node
+
+BULK_FRAME: int = 2048
+"""A TUN frame longer than this is a TCP super-packet: bulk traffic worth a link."""
+
+
+class LinkSender(Protocol):
+    """An established link, as the node sees it: somewhere to queue TUN frames."""
+
+    def queue(self, tun_frame: bytes) -> None: ...
+
+
+class LinkConnector(Protocol):
+    """The runtime's part: open the TCP connection a planner ordered."""
+
+    def connect_link(self, order: ConnectOrder, host: str) -> None: ...
+
+
+@dataclass
+class LinkCounters:
+    frames_sent: int = 0
+    """TUN frames (a super-packet counts once) that left on a link."""
+    frames_received: int = 0
+    frames_rejected: int = 0
+    """Frames from a link dropped: bad virtio header, or a source or destination not allowed."""
+    offers_sent: int = 0
+    offers_answered: int = 0
+    links_opened: int = 0
+    links_closed: int = 0
+    links_failed: int = 0
+
+
+class NodeLinks:
+    """Routing TUN frames onto stream links and checking what comes off them."""
+
+    def __init__(self, node: Node, planner: LinkPlanner) -> None:
+        self._node = node
+        self.planner = planner
+        self.counters = LinkCounters()
+        self._senders: dict[bytes, LinkSender] = {}
+        self._connector: LinkConnector | None = None
+        self._write_frame: Callable[[memoryview], None] | None = None
+
+    def enable(
+        self, port: int, connector: LinkConnector, write_frame: Callable[[memoryview], None]
+    ) -> None:
+        """Accept and offer links from now on; `write_frame` writes one TUN frame as it is."""
+        self.planner.port = port
+        self._connector = connector
+        self._write_frame = write_frame
+
+    @property
+    def enabled(self) -> bool:
+        return self._connector is not None
+
+    # --- out: TUN -> link ----------------------------------------------------------------
+
+    def tun_frame(self, frame: bytes) -> bool:
+        """Queue a TUN frame on its destination's link; False: take the UDP path."""
+        if not self._senders and self._connector is None:
+            return False
+        node = self._node
+        version = frame[VNET_SIZE] >> 4
+        if version == 4:
+            peer = node._peer_by_address.get(frame[26:30])
+        elif version == 6:
+            peer = node._peer_by_address.get(frame[34:50])
+        else:
+            return False
+        if peer is None:
+            return False
+        key = peer.public_key
+        sender = self._senders.get(key)
+        now = node.now()
+        if sender is not None:
+            sender.queue(frame)
+            self.counters.frames_sent += 1
+            node.tx_bytes[key] = node.tx_bytes.get(key, 0) + len(frame) - VNET_SIZE
+            if len(frame) > BULK_FRAME and self.planner.wants_link(key, now):
+                self._offer(key, now)  # this link is due for replacement
+            return True
+        if (
+            len(frame) > BULK_FRAME
+            and self._connector is not None
+            and key in node._node_by_x25519
+            and type(peer.endpoint) is tuple
+            and self.planner.wants_link(key, now)
+        ):
+            self._offer(key, now)
+        return False
+
+    def _offer(self, peer_key: bytes, now: float) -> None:
+        payload = self.planner.make_offer(peer_key, now)
+        if payload is not None:
+            self.counters.offers_sent += 1
+            self._node.sessions.send(peer_key, payload, now)
+            self._node._service()
+
+    # --- in: link -> TUN -------------------------------------------------------------------
+
+    def received(self, peer_key: bytes, plaintext: bytes) -> None:
+        """One opened frame from a peer's link; LinkError (the link must close) if malformed."""
+        node = self._node
+        owner = node._node_by_x25519.get(peer_key)
+        items = split_items(plaintext)
+        counters = self.counters
+        if owner is None or self._write_frame is None:
+            counters.frames_rejected += len(items)
+            return
+        write = self._write_frame
+        local = node._local_addresses
+        by_address = node.directory.by_address
+        allowed: bytes | None = None
+        received_bytes = 0
+        for item in items:
+            try:
+                version = check_tun_frame(item)
+            except OffloadError:
+                counters.frames_rejected += 1
+                continue
+            if version == 4:
+                source, destination = bytes(item[22:26]), bytes(item[26:30])
+            else:
+                source, destination = bytes(item[18:34]), bytes(item[34:50])
+            if source != allowed:
+                if by_address.get(source) != owner and not node._owns_prefix(owner, source):
+                    counters.frames_rejected += 1
+                    node.counters.source_rejected += 1
+                    continue
+                allowed = source
+            received_bytes += len(item) - VNET_SIZE
+            if destination in local:
+                counters.frames_received += 1
+                node.counters.delivered += 1
+                write(item)
+                continue
+            leaf_peer = node._leaf_peer_by_address.get(destination)
+            if leaf_peer is None:
+                counters.frames_rejected += 1
+                node.counters.destination_rejected += 1
+                continue
+            counters.frames_received += 1
+            try:
+                packets = packets_from_tun(bytes(item))
+            except OffloadError:
+                counters.frames_rejected += 1
+                continue
+            for packet in packets:  # a stock WireGuard leaf takes plain packets
+                node._encrypt_and_send(leaf_peer, packet)
+        node.rx_bytes[peer_key] = node.rx_bytes.get(peer_key, 0) + received_bytes
+
+    # --- negotiation ---------------------------------------------------------------------
+
+    def on_message(self, peer_key: bytes, node_id: bytes, payload: bytes) -> None:
+        """A LINK_OFFER, LINK_ACCEPT or LINK_DECLINE from a node's session."""
+        try:
+            message = decode_link_message(payload)
+        except MalformedLinkMessage:
+            self._node.counters.control_malformed += 1
+            return
+        node = self._node
+        now = node.now()
+        if isinstance(message, LinkOffer):
+            answer = self.planner.on_offer(peer_key, node_id, message, now)
+            node.sessions.send(peer_key, answer, now)
+        elif isinstance(message, LinkAccept):
+            order = self.planner.on_accept(peer_key, message, now)
+            if order is None:
+                return
+            self.counters.offers_answered += 1
+            peer = node.sessions.peer(peer_key)
+            endpoint = peer.endpoint if peer is not None else None
+            if self._connector is None or type(endpoint) is not tuple:
+                self.planner.connect_failed(peer_key, now)
+                return
+            self._connector.connect_link(order, endpoint[0])
+        elif isinstance(message, LinkDecline):
+            self.counters.offers_answered += 1
+            self.planner.on_decline(peer_key, message, now)
+
+    # --- the runtime's reports ---------------------------------------------------------
+
+    def claim(self, token: bytes) -> AcceptedToken | None:
+        return self.planner.claim(token, self._node.now())
+
+    def up(self, peer_key: bytes, sender: LinkSender) -> None:
+        """A link to the peer is established: send on it from now on (it replaces any older)."""
+        self._senders[peer_key] = sender
+        self.planner.link_up(peer_key, self._node.now())
+        self.counters.links_opened += 1
+
+    def down(self, peer_key: bytes, sender: LinkSender, *, failed: bool) -> None:
+        """A link closed; if it was the peer's current one, traffic returns to UDP."""
+        if failed:
+            self.counters.links_failed += 1
+        else:
+            self.counters.links_closed += 1
+        if self._senders.get(peer_key) is sender:
+            del self._senders[peer_key]
+            self.planner.link_down(peer_key, self._node.now(), failed=failed)
+
+    def connect_failed(self, peer_key: bytes) -> None:
+        self.counters.links_failed += 1
+        self.planner.connect_failed(peer_key, self._node.now())
+
+    def has_link(self, peer_key: bytes) -> bool:
+        return peer_key in self._senders
+
+    def status(self) -> dict[str, Any]:
+        return {"enabled": self.enabled, "up": len(self._senders), **vars(self.counters)}
