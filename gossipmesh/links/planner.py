@@ -6,8 +6,9 @@ orders. Times are the node's monotonic clock, scaled like every protocol
 timer (tests shorten them).
 
 - A node offers a link to a peer it has bulk traffic for, unless one is up
-  and young, an offer or a connection is under way, or the last attempt
-  failed recently (backoff doubles from 10 s to 10 min).
+  and young, an offer or a connection is under way (either way: after
+  accepting the peer's offer it waits for the peer's connection), or the last
+  attempt failed recently (backoff doubles from 10 s to 10 min).
 - Offers that cross (both nodes offered at once) resolve the same way on
   both sides: the lower node id's offer goes ahead, the other is declined.
 - A link's keys live at most LINK_MAX_AGE: after LINK_REFRESH the next bulk
@@ -97,6 +98,8 @@ class LinkPlanner:
         self._offer_by_peer: dict[bytes, bytes] = {}
         self._connecting: dict[bytes, float] = {}
         self._accepted: dict[bytes, AcceptedToken] = {}
+        self._accepting: dict[bytes, float] = {}
+        """Peers whose offer we accepted, until their connection comes (or the token expires)."""
         self._up_since: dict[bytes, float] = {}
         self._backoff: dict[bytes, tuple[float, float]] = {}
 
@@ -118,13 +121,22 @@ class LinkPlanner:
             return False
         if peer_key in self._offer_by_peer or peer_key in self._connecting:
             return self._expire_attempts(peer_key, now)
+        accepting = self._accepting.get(peer_key)
+        if accepting is not None:
+            if now < accepting:
+                return False  # the peer is connecting to us: an offer would make a second link
+            del self._accepting[peer_key]
         backoff = self._backoff.get(peer_key)
         return backoff is None or now >= backoff[0]
 
     def make_offer(self, peer_key: bytes, now: float) -> bytes | None:
         """A LINK_OFFER payload for the peer, or None when no offer is due."""
-        if not self.wants_link(peer_key, now) or len(self._offers) >= MAX_PENDING:
+        if not self.wants_link(peer_key, now):
             return None
+        if len(self._offers) >= MAX_PENDING:
+            self._expire_offers(now)
+            if len(self._offers) >= MAX_PENDING:
+                return None
         offer = LinkOffer(self._random(TOKEN_SIZE), self._random(KEY_SIZE), self._random(KEY_SIZE))
         self._offers[offer.token] = _Offer(peer_key, offer, now + self._seconds(OFFER_TIMEOUT))
         self._offer_by_peer[peer_key] = offer.token
@@ -142,6 +154,12 @@ class LinkPlanner:
             del self._connecting[peer_key]
             self._fail(peer_key, now)
         return False
+
+    def _expire_offers(self, now: float) -> None:
+        """Give up every unanswered offer past its time, also to peers no longer asked about."""
+        for token, pending in [(t, o) for t, o in self._offers.items() if now >= o.expires]:
+            self._drop_offer(token)
+            self._fail(pending.peer_key, now)
 
     def _drop_offer(self, token: bytes) -> None:
         pending = self._offers.pop(token, None)
@@ -188,18 +206,20 @@ class LinkPlanner:
         self._expire_accepted(now)
         if len(self._accepted) >= MAX_PENDING or offer.token in self._accepted:
             return encode_decline(LinkDecline(offer.token, DeclineReason.BUSY))
+        expires = now + self._seconds(ACCEPT_TIMEOUT)
         self._accepted[offer.token] = AcceptedToken(
-            peer_key,
-            send_key=offer.to_connector,
-            receive_key=offer.to_acceptor,
-            expires=now + self._seconds(ACCEPT_TIMEOUT),
+            peer_key, send_key=offer.to_connector, receive_key=offer.to_acceptor, expires=expires
         )
+        self._accepting[peer_key] = expires
         return encode_accept(LinkAccept(offer.token, self.port))
 
     def claim(self, token: bytes, now: float) -> AcceptedToken | None:
         """The binding of a token presented on an inbound connection; each token works once."""
         accepted = self._accepted.pop(token, None)
-        if accepted is None or now >= accepted.expires:
+        if accepted is None:
+            return None
+        self._accepting.pop(accepted.peer_key, None)
+        if now >= accepted.expires:
             return None
         return accepted
 
@@ -232,6 +252,7 @@ class LinkPlanner:
         self._connecting.pop(peer_key, None)
         self._up_since.pop(peer_key, None)
         self._backoff.pop(peer_key, None)
+        self._accepting.pop(peer_key, None)
         for stale in [t for t, a in self._accepted.items() if a.peer_key == peer_key]:
             del self._accepted[stale]
 
