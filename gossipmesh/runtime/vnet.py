@@ -251,14 +251,16 @@ def check_tun_frame(frame: bytes | memoryview) -> int:
     version = frame[VNET_HDR_SIZE] >> 4
     if version not in (4, 6):
         raise OffloadError("not an IP packet")
+    packet_size = size - VNET_HDR_SIZE
+    if version == 6 and packet_size < 40:
+        raise OffloadError("frame shorter than an IPv6 header")
     if flags & ~(NEEDS_CSUM | DATA_VALID):
         raise OffloadError(f"unknown virtio_net_hdr flags {flags:#x}")
-    packet_size = size - VNET_HDR_SIZE
     if flags & NEEDS_CSUM and csum_start + csum_offset + 2 > packet_size:
         raise OffloadError("checksum field beyond the packet")
-    kind = gso_type & ~GSO_ECN
-    if kind == GSO_NONE:
+    if gso_type == GSO_NONE:
         return version
+    kind = gso_type & ~GSO_ECN  # GSO_ECN alone names no segmentation: the kernel refuses it
     if kind not in (GSO_TCPV4, GSO_TCPV6) or (kind == GSO_TCPV4) != (version == 4):
         raise OffloadError(f"segmentation offload type {gso_type} for IPv{version}")
     protocol = frame[VNET_HDR_SIZE + 9] if version == 4 else frame[VNET_HDR_SIZE + 6]
