@@ -40,6 +40,8 @@ mesh_daemon_start b --network-secret "$MESH_DIR/secret" --interface gm0 \
 mesh_wait 30 status_ipv4 b || { echo "node b never answered status" >&2; exit 1; }
 B4=$(status_ipv4 b)
 mesh_wait 60 ip netns exec "$(mesh_ns a)" ping -c 1 -W 1 "$B4" || { echo "no ping a->b" >&2; exit 1; }
+# Before any bulk traffic no stream link exists: this RTT is the UDP path's.
+RTT_FIRST=$(ip netns exec "$(mesh_ns a)" ping -c 20 -i 0.05 "$B4" | tail -1)
 if [ "${LOSS:-0}" != 0 ]; then
     ip netns exec "$(mesh_ns b)" nft -f - <<EOF
 table inet gmloss {
@@ -75,7 +77,8 @@ A1=$(cpu_ticks "${MESH_PIDS[0]}")
 B1=$(cpu_ticks "${MESH_PIDS[1]}")
 if [ -n "${PROFILE:-}" ]; then wait "$SPY1" "$SPY2" || true; fi
 RTT=$(ip netns exec "$(mesh_ns a)" ping -c 20 -i 0.05 "$B4" | tail -1)
-python3 - "$MESH_DIR/iperf.json" "$((A1 - A0))" "$((B1 - B0))" "$(getconf CLK_TCK)" "$RTT" <<'EOF'
+python3 - "$MESH_DIR/iperf.json" "$((A1 - A0))" "$((B1 - B0))" "$(getconf CLK_TCK)" "$RTT" \
+    "$RTT_FIRST" <<'EOF'
 import json, sys
 report = json.load(open(sys.argv[1]))
 end = report["end"]
@@ -90,5 +93,6 @@ if "lost_percent" in summary:
 if "retransmits" in end.get("sum_sent", {}):
     print(f"retransmits {end['sum_sent']['retransmits']}")
 print(f"cpu_s_per_gb sender {sender_s / gb:.2f} receiver {receiver_s / gb:.2f}")
-print(f"rtt {sys.argv[5]}")
+print(f"rtt before bulk traffic (UDP) {sys.argv[6]}")
+print(f"rtt after bulk traffic (a stream link, if on) {sys.argv[5]}")
 EOF

@@ -101,6 +101,14 @@ def status(interface: str, state_dir: Path | None, as_json: bool) -> None:
         echo_json(result)
         return
     counters = result.pop("counters", {})
+    links = result.pop("stream_links", None)
+    if isinstance(links, dict):
+        state = "on" if links.get("enabled") else "off"
+        result["stream_links"] = f"{state}, {links.get('up', 0)} up" + "".join(
+            f", {key.replace('_', ' ')} {value}"
+            for key, value in links.items()
+            if key not in ("enabled", "up") and value
+        )
     echo_fields(result)
     nonzero = {key: value for key, value in counters.items() if value}
     if nonzero:
@@ -113,11 +121,13 @@ def status(interface: str, state_dir: Path | None, as_json: bool) -> None:
 @instance_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def peers(interface: str, state_dir: Path | None, as_json: bool) -> None:
-    """Known nodes: direct or relayed (through whom), RTT, last handshake, bytes."""
+    """Known nodes: direct or relayed (through whom), stream link, RTT, last handshake, bytes."""
     result = call_daemon(state_dir_for(interface, state_dir).control_socket, "peers")
     if as_json:
         echo_json(result)
         return
+    for row in result:  # a stream link carries this peer's bulk traffic over TCP
+        row["stream_link"] = "tcp" if row.get("stream_link") else None
     echo_table(
         result,
         [
@@ -126,6 +136,7 @@ def peers(interface: str, state_dir: Path | None, as_json: bool) -> None:
             ("path", "path"),
             ("via", "via"),
             ("endpoint", "endpoint"),
+            ("stream_link", "link"),
             ("rtt_ms", "rtt ms"),
             ("last_handshake_s", "handshake s ago"),
             ("rx_bytes", "rx"),

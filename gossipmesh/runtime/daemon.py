@@ -254,6 +254,8 @@ class Daemon:
                 # counted by the transport, invisible to the node.
                 result["counters"]["send_errors"] = self.transport.send_errors
                 result["counters"]["tun_write_errors"] = self.transport.tun_write_errors
+            if self.links is not None:
+                result["stream_links"]["refused"] = self.links.refused
             return result
 
         async def peers(args: Mapping[str, Any]) -> Any:

@@ -72,3 +72,14 @@ def test_bad_flag_is_named() -> None:
 def test_bad_host_port(text: str) -> None:
     with pytest.raises(ValueError):
         parse_host_port(text)
+
+
+def test_stream_links_default_on_and_switchable(tmp_path: Path) -> None:
+    assert build_settings(None, {}).stream_links is True
+    config = tmp_path / "gossipmesh.toml"
+    config.write_text("stream-links = false\n")
+    assert build_settings(config, {}).stream_links is False
+    assert build_settings(config, {"stream_links": True}).stream_links is True  # the flag wins
+    config.write_text('stream_links = "maybe"\n')
+    with pytest.raises(ConfigError, match="stream_links.*true or false"):
+        build_settings(config, {})
