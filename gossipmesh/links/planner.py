@@ -121,6 +121,8 @@ class LinkPlanner:
             return False
         if peer_key in self._offer_by_peer or peer_key in self._connecting:
             return self._expire_attempts(peer_key, now)
+        if self._awaiting_peer(peer_key, now):
+            return False  # we accepted the peer's offer: its connection is on the way
         accepting = self._accepting.get(peer_key)
         if accepting is not None:
             if now < accepting:
@@ -198,6 +200,8 @@ class LinkPlanner:
         """The answer to a peer's offer: LINK_ACCEPT (the token is then claimable) or DECLINE."""
         if self.port is None:
             return encode_decline(LinkDecline(offer.token, DeclineReason.DISABLED))
+        if peer_key in self._connecting:  # we are connecting on an offer it accepted
+            return encode_decline(LinkDecline(offer.token, DeclineReason.CROSSED))
         ours = self._offer_by_peer.get(peer_key)
         if ours is not None:
             if self.own_id < peer_id:
@@ -222,6 +226,10 @@ class LinkPlanner:
         if now >= accepted.expires:
             return None
         return accepted
+
+    def _awaiting_peer(self, peer_key: bytes, now: float) -> bool:
+        """An accepted token of this peer's is still waiting for its connection."""
+        return any(a.peer_key == peer_key and now < a.expires for a in self._accepted.values())
 
     def _expire_accepted(self, now: float) -> None:
         for token in [t for t, a in self._accepted.items() if now >= a.expires]:
