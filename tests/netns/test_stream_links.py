@@ -357,7 +357,10 @@ def test_strangers_at_the_link_port_are_closed_and_change_nothing(tmp_path: Path
         )
 
         assert bravo.running(), alpha.mesh.logs()
-        assert links(bravo)["links_opened"] == 0 and links(bravo)["frames_rejected"] == 0
+        after = links(bravo)
+        assert after["links_opened"] == 0 and after["frames_rejected"] == 0, after
+        # Three bad preambles and the crowd's excess; a silent stranger times out instead.
+        assert after["refused"] >= 3 + 8, after
         ping_until(alpha, bravo.ipv4, timeout=10)
         ping_until(alpha, bravo.ipv6, timeout=10)
         # The listener still takes a real link.
