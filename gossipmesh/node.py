@@ -512,6 +512,8 @@ class Node:
                 peer_by_address[entry.ipv4.packed] = peer
             peer_by_address[entry.ipv6.packed] = peer
         peer_by_address.update(self._leaf_peer_by_address)
+        for departed in self._node_by_x25519.keys() - node_by_x25519.keys():
+            self.links.planner.forget(departed)  # a link of its expires with its keys
         self._peer_by_address = peer_by_address
         self._node_by_x25519 = node_by_x25519
         self._check_displacement()

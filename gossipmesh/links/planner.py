@@ -120,9 +120,8 @@ class LinkPlanner:
         if since is not None and now - since < self._seconds(LINK_REFRESH):
             return False
         if peer_key in self._offer_by_peer or peer_key in self._connecting:
-            return self._expire_attempts(peer_key, now)
-        if self._awaiting_peer(peer_key, now):
-            return False  # we accepted the peer's offer: its connection is on the way
+            self._expire_attempts(peer_key, now)
+            return False
         accepting = self._accepting.get(peer_key)
         if accepting is not None:
             if now < accepting:
@@ -144,18 +143,17 @@ class LinkPlanner:
         self._offer_by_peer[peer_key] = offer.token
         return encode_offer(offer)
 
-    def _expire_attempts(self, peer_key: bytes, now: float) -> bool:
-        """Drop an unanswered offer or a stuck connect; True when one was dropped."""
+    def _expire_attempts(self, peer_key: bytes, now: float) -> None:
+        """Drop an unanswered offer or a stuck connect; the backoff starts now."""
         token = self._offer_by_peer.get(peer_key)
         if token is not None and now >= self._offers[token].expires:
             self._drop_offer(token)
             self._fail(peer_key, now)
-            return False  # the backoff starts now
+            return
         deadline = self._connecting.get(peer_key)
         if deadline is not None and now >= deadline:
             del self._connecting[peer_key]
             self._fail(peer_key, now)
-        return False
 
     def _expire_offers(self, now: float) -> None:
         """Give up every unanswered offer past its time, also to peers no longer asked about."""
@@ -227,10 +225,6 @@ class LinkPlanner:
             return None
         return accepted
 
-    def _awaiting_peer(self, peer_key: bytes, now: float) -> bool:
-        """An accepted token of this peer's is still waiting for its connection."""
-        return any(a.peer_key == peer_key and now < a.expires for a in self._accepted.values())
-
     def _expire_accepted(self, now: float) -> None:
         for token in [t for t, a in self._accepted.items() if now >= a.expires]:
             del self._accepted[token]
@@ -238,15 +232,26 @@ class LinkPlanner:
     # --- the runtime's reports ---------------------------------------------------------
 
     def link_up(self, peer_key: bytes, now: float) -> None:
+        """A link is up: no wait before the next offer, but the interval is kept (see link_down)."""
         self._connecting.pop(peer_key, None)
-        self._backoff.pop(peer_key, None)
+        backoff = self._backoff.get(peer_key)
+        if backoff is not None:
+            self._backoff[peer_key] = (now, backoff[1])
         self._up_since[peer_key] = now
 
     def link_down(self, peer_key: bytes, now: float, *, failed: bool) -> None:
-        """The peer's current link closed (`failed`: an error, not a planned retirement)."""
-        self._up_since.pop(peer_key, None)
-        if failed:
-            self._fail(peer_key, now)
+        """The peer's current link closed (`failed`: an error, not a planned retirement).
+
+        A link that failed before it was due for refresh keeps doubling the
+        backoff (a path that lets TCP connect but not last, say); one that
+        lived longer starts again from BACKOFF_FIRST.
+        """
+        since = self._up_since.pop(peer_key, None)
+        if not failed:
+            return
+        if since is not None and now - since >= self._seconds(LINK_REFRESH):
+            self._backoff.pop(peer_key, None)
+        self._fail(peer_key, now)
 
     def connect_failed(self, peer_key: bytes, now: float) -> None:
         self._connecting.pop(peer_key, None)

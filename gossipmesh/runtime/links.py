@@ -93,6 +93,7 @@ class StreamLink:
         self._buffer = bytearray(RECEIVE_BUFFER)
         self._view = memoryview(self._buffer)
         self.closed = False
+        self._finishing = False
         self.dropped_frames = 0
         self.bytes_sent = 0
 
@@ -167,6 +168,8 @@ class StreamLink:
         if not backlog:
             self._owner.loop.remove_writer(self.sock.fileno())
             self._writer_armed = False
+            if self._finishing:
+                self.finish()
 
     # --- receiving ------------------------------------------------------------------------
 
@@ -189,10 +192,26 @@ class StreamLink:
             except LinkError as exc:
                 self.close(failed=True, reason=str(exc))
                 return
+            except Exception:  # a bug of ours: say so once, and fall back to UDP
+                log.exception("stream link to %s: error handling a frame", self.peer_key.hex()[:8])
+                self.close(failed=True, reason="internal error")
+                return
             if count < RECEIVE_BUFFER:
                 return
 
     # --- closing ----------------------------------------------------------------------------
+
+    def finish(self) -> None:
+        """Send nothing more: shut down our direction once the backlog is out.
+
+        The peer reads to our end of stream, then its reader sees EOF and
+        closes; frames it sent first still arrive here, as this side keeps
+        reading. Closing outright could reset the connection with frames unread.
+        """
+        self._finishing = True
+        if not self._backlog and not self.closed:
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_WR)
 
     def close(self, *, failed: bool = False, reason: str = "") -> None:
         if self.closed:
@@ -359,8 +378,13 @@ class StreamLinks:
             self.loop.call_later(RETIRE_GRACE, self._retire, old)
 
     def _retire(self, link: StreamLink) -> None:
-        self._retiring.discard(link)
+        """Half-close a replaced link; it closes when the peer's side ends too (or later)."""
         link.flush()
+        link.finish()
+        self.loop.call_later(RETIRE_GRACE, self._close_retired, link)
+
+    def _close_retired(self, link: StreamLink) -> None:
+        self._retiring.discard(link)
         link.close(reason="replaced")
 
     def _expire(self, link: StreamLink) -> None:

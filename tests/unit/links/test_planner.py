@@ -417,28 +417,42 @@ def test_failures_back_off_doubling_up_to_the_maximum(failure: object) -> None:
     assert EXPECTED_BACKOFFS[0] == BACKOFF_FIRST
 
 
-def test_a_link_that_fails_backs_off() -> None:
+def test_a_link_that_keeps_failing_soon_after_coming_up_backs_off_doubling() -> None:
     a = make_planner()
     failed_link(a, T0)
     assert not a.wants_link(KEY_B, T0 + BACKOFF_FIRST - 0.001)
     assert a.wants_link(KEY_B, T0 + BACKOFF_FIRST)
-    # It had come up, which reset the backoff: a link that keeps failing after
-    # coming up retries after BACKOFF_FIRST each time.
+    # It came up and failed at once again: the interval doubles, as for failed connects.
     failed_link(a, T0 + BACKOFF_FIRST)
-    assert not a.wants_link(KEY_B, T0 + 2 * BACKOFF_FIRST - 0.001)
-    assert a.wants_link(KEY_B, T0 + 2 * BACKOFF_FIRST)
+    assert not a.wants_link(KEY_B, T0 + 3 * BACKOFF_FIRST - 0.001)
+    assert a.wants_link(KEY_B, T0 + 3 * BACKOFF_FIRST)
 
 
-def test_a_link_that_comes_up_resets_the_backoff() -> None:
+def test_a_link_that_lived_past_its_refresh_resets_the_backoff() -> None:
     a = make_planner()
     for index in range(4):
         busy(a, T0 + 1000 * index)
     now = T0 + 5000
     failed_connect(a, now)
     negotiate(a, make_planner(ID_HIGH), now + BACKOFF_MAX)
-    a.link_up(KEY_B, now + BACKOFF_MAX)
-    a.link_down(KEY_B, now + BACKOFF_MAX + 1, failed=True)
-    assert a.wants_link(KEY_B, now + BACKOFF_MAX + 1 + BACKOFF_FIRST)
+    up = now + BACKOFF_MAX
+    a.link_up(KEY_B, up)
+    assert a.wants_link(KEY_B, up + LINK_REFRESH)  # up: no wait before its refresh offer
+    a.link_down(KEY_B, up + LINK_REFRESH, failed=True)
+    assert not a.wants_link(KEY_B, up + LINK_REFRESH + BACKOFF_FIRST - 0.001)
+    assert a.wants_link(KEY_B, up + LINK_REFRESH + BACKOFF_FIRST)
+
+
+def test_a_link_that_failed_young_keeps_the_longer_backoff() -> None:
+    a = make_planner()
+    for index in range(4):
+        busy(a, T0 + 1000 * index)  # interval now 80 s
+    now = T0 + 5000
+    negotiate(a, make_planner(ID_HIGH), now)
+    a.link_up(KEY_B, now)
+    a.link_down(KEY_B, now + 1, failed=True)
+    assert not a.wants_link(KEY_B, now + 1 + 160.0 - 0.001)
+    assert a.wants_link(KEY_B, now + 1 + 160.0)
 
 
 def test_after_disabled_a_failure_stays_at_the_maximum() -> None:
