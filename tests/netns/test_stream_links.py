@@ -128,14 +128,24 @@ def converge(alpha: DaemonNode, bravo: DaemonNode) -> None:
     ping_until(bravo, alpha.ipv4)
 
 
-def block_link_port(namespace: Namespace) -> Callable[[], None]:
-    """An nftables table in `namespace` that resets TCP to the mesh port; returns its removal."""
+def block_link_port(namespace: Namespace, *, silently: bool = False) -> Callable[[], None]:
+    """An nftables table in `namespace` against TCP on the mesh port; returns its removal.
+
+    By default it resets what arrives (both ends notice at once); `silently`
+    drops both ways, as a middlebox that loses TCP state but passes UDP would.
+    """
     table = f"gmtlinks{unique_suffix()}"
+    verdict = "drop" if silently else "reject with tcp reset"
+    output = f"    tcp sport {MESH_PORT} drop\n" if silently else ""
     rules = (
         f"table inet {table} {{\n"
         f"  chain input {{\n"
         f"    type filter hook input priority 0; policy accept;\n"
-        f"    tcp dport {MESH_PORT} reject with tcp reset\n"
+        f"    tcp dport {MESH_PORT} {verdict}\n"
+        f"  }}\n"
+        f"  chain output {{\n"
+        f"    type filter hook output priority 0; policy accept;\n"
+        f"{output}"
         f"  }}\n"
         f"}}\n"
     )
@@ -248,6 +258,31 @@ def test_killed_link_falls_back_to_udp_and_a_new_one_comes_up(tmp_path: Path) ->
         assert len(link_connections(bravo)) == 1
         assert received_bytes(iperf(alpha, bravo, 2)) > MIN_BULK_BYTES
         assert links(bravo)["frames_received"] > renewed_b["frames_received"]
+        assert alpha.running() and bravo.running(), alpha.mesh.logs()
+
+
+def test_silently_dead_link_gives_way_to_udp_within_a_minute(tmp_path: Path) -> None:
+    """TCP to the port vanishes without a reset while UDP passes: TCP's own timeouts decide.
+
+    Until each end's TCP_USER_TIMEOUT (15 s) fires, that end keeps sending
+    into the dead connection, and the ends time out one after the other
+    (measured: ~30 s with no answered ping). This pins "it does recover"; a
+    quicker fallback would shorten the wait, not break the test.
+    """
+    require_daemon_lab("ping", "iperf3", "ss", "nft")
+    with NetnsLab() as netns:
+        alpha, bravo = two_nodes(netns, tmp_path)
+        alpha.mesh.start_all()
+        converge(alpha, bravo)
+        serve_iperf(bravo)
+        iperf(alpha, bravo, 2)
+        wait_links([alpha, bravo], link_up, "a link up after iperf3")
+        block_link_port(bravo.namespace, silently=True)
+        ping_until(alpha, bravo.ipv4, timeout=60)
+        state_a, state_b = links(alpha), links(bravo)
+        assert state_a["up"] == 0 and state_b["up"] == 0, (state_a, state_b)
+        assert state_a["links_failed"] >= 1 and state_b["links_failed"] >= 1, (state_a, state_b)
+        ping_until(alpha, bravo.ipv6, timeout=10)
         assert alpha.running() and bravo.running(), alpha.mesh.logs()
 
 
