@@ -858,6 +858,8 @@ class Node:
         if destination in self._local_addresses:
             self.counters.delivered += 1
             self.transport.write_tun(packet)
+            if self.links.has_link(peer_key) and self.directory.by_address.get(source) == owner:
+                self.links.udp_from_linked_peer(peer_key)
             return
         leaf_peer = self._leaf_peer_by_address.get(destination)
         if leaf_peer is not None:

@@ -36,12 +36,16 @@ if TYPE_CHECKING:
 
 BULK_FRAME: int = 2048
 """A TUN frame longer than this is a TCP super-packet: bulk traffic worth a link."""
+LINK_SETTLE: float = 1.0
+"""Seconds after a link comes up during which the peer's UDP packets may still arrive."""
 
 
 class LinkSender(Protocol):
     """An established link, as the node sees it: somewhere to queue TUN frames."""
 
     def queue(self, tun_frame: bytes) -> None: ...
+
+    def abandon(self, reason: str) -> None: ...
 
 
 class LinkConnector(Protocol):
@@ -62,6 +66,8 @@ class LinkCounters:
     links_opened: int = 0
     links_closed: int = 0
     links_failed: int = 0
+    links_abandoned: int = 0
+    """Links closed because the peer had gone back to UDP."""
 
 
 class NodeLinks:
@@ -72,6 +78,7 @@ class NodeLinks:
         self.planner = planner
         self.counters = LinkCounters()
         self._senders: dict[bytes, LinkSender] = {}
+        self._up_at: dict[bytes, float] = {}
         self._connector: LinkConnector | None = None
         self._write_frame: Callable[[memoryview], None] | None = None
 
@@ -220,6 +227,7 @@ class NodeLinks:
     def up(self, peer_key: bytes, sender: LinkSender) -> None:
         """A link to the peer is established: send on it from now on (it replaces any older)."""
         self._senders[peer_key] = sender
+        self._up_at[peer_key] = self._node.now()
         self.planner.link_up(peer_key, self._node.now())
         self.counters.links_opened += 1
 
@@ -231,7 +239,25 @@ class NodeLinks:
             self.counters.links_closed += 1
         if self._senders.get(peer_key) is sender:
             del self._senders[peer_key]
+            self._up_at.pop(peer_key, None)
             self.planner.link_down(peer_key, self._node.now(), failed=failed)
+
+    def udp_from_linked_peer(self, peer_key: bytes) -> None:
+        """The peer sent one of its own packets over UDP although we share a link.
+
+        A node sends everything for a linked peer on the link, so this means
+        its side is gone (TCP timed out there, or it restarted): a link whose
+        TCP died silently would otherwise swallow our traffic until our own
+        TCP timeout. Packets sent just before the link came up are let be.
+        """
+        sender = self._senders.get(peer_key)
+        if sender is None:
+            return
+        node = self._node
+        if node.now() - self._up_at.get(peer_key, 0.0) < LINK_SETTLE / node.options.timer_scale:
+            return
+        self.counters.links_abandoned += 1
+        sender.abandon("the peer sends over UDP: its side of the link is gone")
 
     def connect_failed(self, peer_key: bytes) -> None:
         self.counters.links_failed += 1

@@ -16,8 +16,10 @@ token it was given. Then each link:
   its plaintext to the node; a frame that fails to open closes the link and
   traffic falls back to UDP.
 
-TCP_NODELAY keeps a lone packet (a ping, an ACK) from waiting; keepalives and
-TCP_USER_TIMEOUT close a link to a vanished peer within ~20 s.
+TCP_NODELAY keeps a lone packet (a ping, an ACK) from waiting; TCP_USER_TIMEOUT
+closes a link whose data goes unacknowledged for 5 s, and keepalives an idle
+link to a vanished peer within ~15 s. The peer then sees our packets arrive
+over UDP and drops its side too (`NodeLinks.udp_from_linked_peer`).
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ RECEIVE_BUFFER: Final = 512 * 1024
 READS_PER_WAKE: Final = 16
 RETIRE_GRACE: Final = 2.0
 """Seconds a replaced link stays open so frames already in flight arrive."""
-USER_TIMEOUT_MS: Final = 15_000
+USER_TIMEOUT_MS: Final = 5_000
+"""Unacknowledged data this old closes the link: traffic goes back to UDP, nothing is lost."""
 KEEPALIVE_IDLE: Final = 5
 KEEPALIVE_INTERVAL: Final = 3
 KEEPALIVE_COUNT: Final = 3
@@ -98,6 +101,10 @@ class StreamLink:
         self.bytes_sent = 0
 
     # --- LinkSender -------------------------------------------------------------------
+
+    def abandon(self, reason: str) -> None:
+        """The node has evidence the link is dead (the peer sends over UDP): close it."""
+        self.close(failed=True, reason=reason)
 
     def queue(self, tun_frame: bytes) -> None:
         if not self._queue:
