@@ -32,6 +32,7 @@ from gossipmesh.errors import GossipmeshError, UsageError
 from gossipmesh.identity import Identity, load_or_create_key_file
 from gossipmesh.membership import NetworkSecret
 from gossipmesh.node import MESH_MTU, Node, NodeOptions
+from gossipmesh.runtime.busypoll import install_busy_poll
 from gossipmesh.runtime.control import ControlServer
 from gossipmesh.runtime.dataplane import DataPlane, OffloadTunDevice, open_offload_tun
 from gossipmesh.runtime.links import StreamLinks, open_link_listener
@@ -161,6 +162,12 @@ class Daemon:
         loop.add_reader(self.tun.fd, self._on_tun_readable)
         self.control = ControlServer(self.state.control_socket, self._handlers())
         await self.control.start()
+        counters = node.counters
+        install_busy_poll(  # GOSSIPMESH_BUSY_POLL_US: microseconds, default 100, 0 = off
+            loop,
+            [(self.sock.fileno(), self._on_socket_readable), (self.tun.fd, self._on_tun_readable)],
+            lambda: counters.tun_packets + counters.delivered,
+        )
         await node.start()
         if settings.dns != "off":
             self.magic_dns = await start_magic_dns(
