@@ -81,5 +81,5 @@ def test_stream_links_default_on_and_switchable(tmp_path: Path) -> None:
     assert build_settings(config, {}).stream_links is False
     assert build_settings(config, {"stream_links": True}).stream_links is True  # the flag wins
     config.write_text('stream_links = "maybe"\n')
-    with pytest.raises(ConfigError, match="stream_links.*true or false"):
+    with pytest.raises(ConfigError, match=r"stream_links.*true or false"):
         build_settings(config, {})
