@@ -206,7 +206,11 @@ class LinkPlanner:
                 return encode_decline(LinkDecline(offer.token, DeclineReason.CROSSED))
             self._drop_offer(ours)  # theirs goes ahead; ours would be declined
         self._expire_accepted(now)
-        if len(self._accepted) >= MAX_PENDING or offer.token in self._accepted:
+        if offer.token in self._accepted:
+            return encode_decline(LinkDecline(offer.token, DeclineReason.BUSY))
+        for stale in [t for t, a in self._accepted.items() if a.peer_key == peer_key]:
+            del self._accepted[stale]  # one waiting token per peer: a newer offer replaces it
+        if len(self._accepted) >= MAX_PENDING:
             return encode_decline(LinkDecline(offer.token, DeclineReason.BUSY))
         expires = now + self._seconds(ACCEPT_TIMEOUT)
         self._accepted[offer.token] = AcceptedToken(

@@ -26,6 +26,7 @@ from gossipmesh.links.planner import (
     ConnectOrder,
     LinkPlanner,
 )
+from gossipmesh.wire import PayloadKind
 
 ID_LOW = b"\x01" * 32
 ID_HIGH = b"\x02" * 32
@@ -652,3 +653,14 @@ def test_encoded_answers_are_the_planners_own() -> None:
     assert b.on_offer(KEY_A, ID_LOW, offer, T0) == encode_decline(
         LinkDecline(offer.token, DeclineReason.BUSY)
     )
+
+
+def test_a_newer_offer_from_a_peer_replaces_its_waiting_token() -> None:
+    """One peer cannot fill the accepted-token table (and starve the others) by offering again."""
+    b = make_planner(ID_HIGH)
+    offers = [offer_from(make_planner(ID_LOW, seed=n).make_offer(KEY_B, T0)) for n in range(3)]
+    for offer in offers:
+        assert b.on_offer(KEY_A, ID_LOW, offer, T0)[0] == PayloadKind.LINK_ACCEPT
+    assert b.claim(offers[0].token, T0) is None
+    assert b.claim(offers[1].token, T0) is None
+    assert b.claim(offers[2].token, T0) is not None
