@@ -202,6 +202,25 @@ def test_bulk_tcp_brings_up_one_link_that_carries_data_and_pings(tmp_path: Path)
         assert after_a["frames_sent"] >= sent_before + 2, after_a
         assert after_b["frames_received"] >= received_before + 2, after_b
         assert after_a["up"] == 1 and after_b["up"] == 1
+
+        # IPv6 bulk: the TUN's TCPv6 super-packets cross the link whole too.
+        bravo.namespace.start(
+            ["iperf3", "-s", "-1", "-p", "5202", "-B", bravo.ipv6],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(
+            lambda: ":5202" in bravo.namespace.run(["ss", "-ltnH"]).stdout,
+            10,
+            what="an IPv6 iperf3 server on bravo",
+        )
+        result = alpha.namespace.run(
+            ["iperf3", "-c", bravo.ipv6, "-p", "5202", "-t", "2", "-J"], timeout=40
+        )
+        assert received_bytes(json.loads(result.stdout)) > MIN_BULK_BYTES
+        after_v6 = links(bravo)
+        assert after_v6["frames_received"] > after_b["frames_received"] + 100, after_v6
+        assert after_v6["frames_rejected"] == 0 and after_v6["links_opened"] == 1, after_v6
         assert alpha.running() and bravo.running(), alpha.mesh.logs()
 
 
