@@ -45,6 +45,7 @@ PLAIN_HEADER: Final = bytes(VNET_HDR_SIZE)
 """The header for a packet written as-is (checksums complete, no segmentation)."""
 
 TCP: Final = 6
+TCP_CHECKSUM_OFFSET: Final = 16
 UDP: Final = 17
 TCP_FIN: Final = 0x01
 TCP_PSH: Final = 0x08
@@ -266,6 +267,9 @@ def check_tun_frame(frame: bytes | memoryview) -> int:
     protocol = frame[VNET_HDR_SIZE + 9] if version == 4 else frame[VNET_HDR_SIZE + 6]
     if protocol != TCP or not flags & NEEDS_CSUM or gso_size == 0 or hdr_len > packet_size:
         raise OffloadError("segmentation offload for a packet that is not plain TCP")
+    ip_length = (frame[VNET_HDR_SIZE] & 15) * 4 if version == 4 else 40
+    if csum_start != ip_length or csum_offset != TCP_CHECKSUM_OFFSET:
+        raise OffloadError("segmentation offload whose checksum is not the TCP header's")
     return version
 
 

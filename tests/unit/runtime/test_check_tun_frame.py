@@ -252,3 +252,16 @@ def test_packets_that_are_not_ip_are_rejected(first_byte: int) -> None:
     packet = bytearray(tcp_packet(4, b"x" * 30))
     packet[0] = first_byte
     rejected(vnet.PLAIN_HEADER + bytes(packet))
+
+
+@pytest.mark.parametrize("version", [4, 6])
+@pytest.mark.parametrize("csum_start_shift, csum_offset", [(-4, 16), (4, 16), (0, 6), (0, 0)])
+def test_segmentation_must_checksum_the_tcp_header(
+    version: int, csum_start_shift: int, csum_offset: int
+) -> None:
+    """TSO checksums the TCP header: csum_start at its first byte, the field 16 bytes in."""
+    frame = bytearray(gso_frame(version))
+    assert check_tun_frame(bytes(frame)) == version
+    frame[6:8] = (ip_length(version) + csum_start_shift).to_bytes(2, "little")
+    frame[8:10] = csum_offset.to_bytes(2, "little")
+    rejected(bytes(frame))
