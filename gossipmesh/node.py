@@ -53,7 +53,7 @@ from gossipmesh.leaves import LeafPeer
 from gossipmesh.links.planner import LinkPlanner
 from gossipmesh.membership import NetworkSecret
 from gossipmesh.names import key_name
-from gossipmesh.node_links import NodeLinks
+from gossipmesh.node_links import BULK_BATCH, NodeLinks
 from gossipmesh.node_messages import (
     MalformedNodeMessage,
     decode_echo,
@@ -834,13 +834,16 @@ class Node:
                     self.datagram_received(each, addr)
                 return
         rx_bytes = self.rx_bytes
+        key = b""
         for peer, payload in self.sessions.open_many(datagrams, addr, self._loop.time()):  # type: ignore[union-attr]
+            key = peer.public_key
             if payload and (payload[0] >> 4) in (4, 6):
-                key = peer.public_key
                 rx_bytes[key] = rx_bytes.get(key, 0) + len(payload)
                 self._deliver(key, payload)
             else:
-                self._on_control(peer.public_key, payload, addr)
+                self._on_control(key, payload, addr)
+        if len(datagrams) >= BULK_BATCH and key:
+            self.links.bulk_over_udp(key)
 
     def _deliver(self, peer_key: bytes, packet: bytes) -> None:
         """An IP packet out of a session: only from its owner, only to us (or our leaves)."""

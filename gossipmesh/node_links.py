@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 
 BULK_FRAME: int = 2048
 """A TUN frame longer than this is a TCP super-packet: bulk traffic worth a link."""
+BULK_BATCH: int = 8
+"""Datagrams from one peer in one GRO read that make bulk traffic (a receiver's cue to offer)."""
 LINK_SETTLE: float = 1.0
 """Seconds after a link comes up during which the peer's UDP packets may still arrive."""
 
@@ -129,6 +131,26 @@ class NodeLinks:
         ):
             self._offer(key, now)
         return False
+
+    def bulk_over_udp(self, peer_key: bytes) -> None:
+        """Many of the peer's datagrams came in one read: offer a link from this side.
+
+        The sender of bulk data offers on its own, but its connect fails when
+        this node is behind a NAT (nothing forwards the TCP port here); the
+        ACKs this side sends are too small to offer. Offering from here lets
+        this node connect out to the peer, which NAT allows.
+        """
+        if self._connector is None or peer_key in self._senders:
+            return
+        node = self._node
+        if peer_key not in node._node_by_x25519:
+            return
+        peer = node.sessions.peer(peer_key)
+        if peer is None or type(peer.endpoint) is not tuple:
+            return
+        now = node.now()
+        if self.planner.wants_link(peer_key, now):
+            self._offer(peer_key, now)
 
     def _offer(self, peer_key: bytes, now: float) -> None:
         payload = self.planner.make_offer(peer_key, now)
