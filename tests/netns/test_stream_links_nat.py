@@ -10,13 +10,12 @@ any client may. Without that, the pair would stay on UDP for good.
 
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.netns.test_stream_links import iperf, links, received_bytes
 from tests.support.mesh_lab import MESH_PORT, DaemonNode
 from tests.support.nat_lab import Nat, SmallInternet, require_nat_lab
 from tests.support.netns import NetnsLab, wait_until
@@ -28,17 +27,9 @@ PATH_TIMEOUT = 40.0
 LINK_TIMEOUT = 40.0
 
 
-def links(node: DaemonNode) -> dict[str, Any]:
-    state: dict[str, Any] = node.status()["stream_links"]
-    return state
-
-
 def bulk(client: DaemonNode, server: DaemonNode, seconds: int) -> int:
     """One iperf3 run client -> server's mesh IPv4; the bytes the server received."""
-    result = client.namespace.run(
-        ["iperf3", "-c", server.ipv4, "-t", str(seconds), "-J"], timeout=seconds + 30
-    )
-    return int(json.loads(result.stdout)["end"]["sum_received"]["bytes"])
+    return received_bytes(iperf(client, server, seconds))
 
 
 def test_a_bulk_receiver_behind_nat_connects_the_link_out(tmp_path: Path) -> None:
