@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import select
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -100,7 +100,11 @@ def test_the_spin_catches_what_arrives_on_any_fd_then_stops_at_the_budget(
     received: list[bytes] = []
     from_tun: list[bytes] = []
     moved = [0]
-    feeds = iter([lambda: sender.send(b"reply"), lambda: tun_feeder.send(b"packet")])
+    arrivals: list[Callable[[], object]] = [
+        lambda: sender.send(b"reply"),
+        lambda: tun_feeder.send(b"packet"),
+    ]
+    feeds = iter(arrivals)
 
     def on_socket() -> None:
         before = len(received)
