@@ -3,7 +3,8 @@
 `Node` owns one `NodeLinks`. On the way out, the data plane offers every
 TUN frame (virtio_net_hdr + packet, a TCP super-packet whole) to
 `tun_frame` before cutting it into WireGuard-sized packets: when the
-destination's node has a link up, the frame is queued on it and nothing
+destination's node (or the node that routes the destination's leaf) has a
+link up, the frame is queued on it and nothing
 else happens; when it has none, bulk traffic (a super-packet) asks the
 planner whether to offer one, and the frame takes the UDP path meanwhile.
 On the way in, `received` applies the same checks as the UDP path — the
@@ -110,8 +111,10 @@ class NodeLinks:
             peer = node._peer_by_address.get(frame[34:50])
         else:
             return False
-        if peer is None:
-            return False
+        if peer is None:  # a leaf's prefix that another node routes, or no route at all
+            peer = node._lookup_prefix(frame[VNET_SIZE : VNET_SIZE + 40], version)
+            if peer is None:
+                return False
         key = peer.public_key
         sender = self._senders.get(key)
         now = node.now()

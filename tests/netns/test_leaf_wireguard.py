@@ -38,7 +38,7 @@ def _status(ns: Namespace, state: Path) -> dict[str, object] | None:
 
 
 def test_wireguard_go_leaf_reaches_a_node_it_has_no_session_with(tmp_path: Path) -> None:
-    require_netns("wireguard-go", "wg", "wg-quick", "ping")
+    require_netns("wireguard-go", "wg", "wg-quick", "ping", "iperf3", "ss")
     with NetnsLab() as lab:
         a, c, leaf = lab.namespace("a"), lab.namespace("c"), lab.namespace("leaf")
         lab.veth(a, c, "192.0.2.1/24", "192.0.2.3/24")
@@ -98,3 +98,25 @@ def test_wireguard_go_leaf_reaches_a_node_it_has_no_session_with(tmp_path: Path)
             )
         handshake = leaf.run(["wg", "show", device, "latest-handshakes"]).stdout.split()
         assert int(handshake[1]) > 0
+
+        # Bulk TCP from C to the leaf: C sends it over a stream link to A (the node
+        # that routes the leaf's prefix), A cuts it into plain WireGuard for the leaf.
+        leaf_ipv4 = next(
+            a.strip().split("/")[0] for a in address_line.split("=", 1)[1].split(",") if "." in a
+        )
+        leaf.start(
+            ["iperf3", "-s", "-B", leaf_ipv4], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_until(
+            lambda: ":5201" in leaf.run(["ss", "-ltnH"]).stdout, 10, what="iperf3 on the leaf"
+        )
+
+        def link_carried_to_leaf() -> bool:
+            result = c.run(["iperf3", "-c", leaf_ipv4, "-t", "2", "-J"], timeout=40)
+            assert json.loads(result.stdout)["end"]["sum_received"]["bytes"] > 1_000_000
+            a_links = (_status(a, tmp_path / "a") or {})["stream_links"]
+            return bool(a_links["up"] == 1 and a_links["frames_received"] > 100)  # type: ignore[index]
+
+        wait_until(link_carried_to_leaf, 40, what="C's bulk to the leaf to take a link to A")
+        a_links = (_status(a, tmp_path / "a") or {})["stream_links"]
+        assert a_links["frames_rejected"] == 0, a_links  # type: ignore[index]
