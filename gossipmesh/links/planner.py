@@ -278,6 +278,10 @@ class LinkPlanner:
         interval = min(interval * 2, BACKOFF_MAX)
         self._backoff[peer_key] = (now + self._seconds(interval), interval)
 
+    def connect_timeout(self) -> float:
+        """Seconds the runtime gives a connect and its preamble (scaled like the rest)."""
+        return self._seconds(CONNECT_TIMEOUT)
+
     def max_age(self) -> float:
         """Seconds after which the runtime closes a link, replaced or not."""
         return self._seconds(LINK_MAX_AGE)

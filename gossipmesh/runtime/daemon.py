@@ -205,7 +205,10 @@ class Daemon:
             log.warning("stream links off: cannot listen on TCP port %d: %s", port, exc.strerror)
             return
         assert self.transport is not None
-        self.links = StreamLinks(loop, node.links, listener, node.links.planner.max_age())
+        planner = node.links.planner
+        self.links = StreamLinks(
+            loop, node.links, listener, planner.max_age(), planner.connect_timeout()
+        )
         node.links.enable(port, self.links, self.transport.write_tun_frame)
         self.transport.after_flush = self.links.flush
 

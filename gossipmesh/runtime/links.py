@@ -255,11 +255,13 @@ class StreamLinks:
         node_links: NodeLinks,
         listener: socket.socket,
         max_age: float,
+        connect_timeout: float = CONNECT_TIMEOUT,
     ) -> None:
         self.loop = loop
         self.node_links = node_links
         self._listener = listener
         self._max_age = max_age
+        self._connect_timeout = connect_timeout
         self._inbound: dict[socket.socket, asyncio.TimerHandle] = {}
         self._preambles: dict[socket.socket, bytearray] = {}
         self._links: dict[bytes, StreamLink] = {}
@@ -303,10 +305,10 @@ class StreamLinks:
         try:
             sock.setblocking(False)
             await asyncio.wait_for(
-                self.loop.sock_connect(sock, (host, order.port)), CONNECT_TIMEOUT
+                self.loop.sock_connect(sock, (host, order.port)), self._connect_timeout
             )
             await asyncio.wait_for(
-                self.loop.sock_sendall(sock, preamble(order.token)), CONNECT_TIMEOUT
+                self.loop.sock_sendall(sock, preamble(order.token)), self._connect_timeout
             )
         except (TimeoutError, OSError) as exc:
             sock.close()

@@ -610,6 +610,8 @@ def test_scale_divides_refresh_max_age_and_the_longest_backoff() -> None:
     assert not a.wants_link(KEY_B, T0 + LINK_REFRESH / SCALE - 0.001)
     assert a.wants_link(KEY_B, T0 + LINK_REFRESH / SCALE)
     assert a.max_age() == LINK_MAX_AGE / SCALE
+    assert a.connect_timeout() == CONNECT_TIMEOUT / SCALE
+    assert make_planner().connect_timeout() == CONNECT_TIMEOUT
     offer = offer_from(a.make_offer(KEY_B, T0 + LINK_REFRESH / SCALE))
     now = T0 + LINK_REFRESH / SCALE
     a.on_decline(KEY_B, LinkDecline(offer.token, DeclineReason.DISABLED), now)
