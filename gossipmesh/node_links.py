@@ -125,14 +125,8 @@ class NodeLinks:
             if len(frame) > BULK_FRAME and self.planner.wants_link(key, now):
                 self._offer(key, now)  # this link is due for replacement
             return True
-        if (
-            len(frame) > BULK_FRAME
-            and self._connector is not None
-            and key in node._node_by_x25519
-            and type(peer.endpoint) is tuple
-            and self.planner.wants_link(key, now)
-        ):
-            self._offer(key, now)
+        if len(frame) > BULK_FRAME:
+            self._offer_if_due(key, peer.endpoint, now)
         return False
 
     def bulk_over_udp(self, peer_key: bytes) -> None:
@@ -145,14 +139,18 @@ class NodeLinks:
         """
         if self._connector is None or peer_key in self._senders:
             return
-        node = self._node
-        if peer_key not in node._node_by_x25519:
-            return
-        peer = node.sessions.peer(peer_key)
-        if peer is None or type(peer.endpoint) is not tuple:
-            return
-        now = node.now()
-        if self.planner.wants_link(peer_key, now):
+        peer = self._node.sessions.peer(peer_key)
+        if peer is not None:
+            self._offer_if_due(peer_key, peer.endpoint, self._node.now())
+
+    def _offer_if_due(self, peer_key: bytes, endpoint: object, now: float) -> None:
+        """Offer a link to a node on a direct path, if links are on and the planner wants one."""
+        if (
+            self._connector is not None
+            and peer_key in self._node._node_by_x25519
+            and type(endpoint) is tuple
+            and self.planner.wants_link(peer_key, now)
+        ):
             self._offer(peer_key, now)
 
     def _offer(self, peer_key: bytes, now: float) -> None:
