@@ -30,7 +30,7 @@ from gossipmesh.links.messages import (
     decode_link_message,
 )
 from gossipmesh.links.planner import AcceptedToken, ConnectOrder, LinkPlanner
-from gossipmesh.runtime.vnet import OffloadError, check_tun_frame, packets_from_tun
+from gossipmesh.vnet import OffloadError, check_tun_frame, packets_from_tun
 
 if TYPE_CHECKING:
     from gossipmesh.node import Node

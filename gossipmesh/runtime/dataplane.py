@@ -7,7 +7,7 @@ makes the syscalls per *batch*:
   one `sendmsg` per run of equal-sized datagrams to one address (UDP GSO,
   `UDP_SEGMENT`); reads use `UDP_GRO`, so one `recvmsg` returns many
   datagrams and a cmsg says where to cut them.
-- TUN: with IFF_VNET_HDR and TSO offloads (`gossipmesh.runtime.vnet`), one
+- TUN: with IFF_VNET_HDR and TSO offloads (`gossipmesh.vnet`), one
   read returns a TCP super-packet that is segmented here, and the TCP
   segments the sessions deliver are coalesced back into super-packets, one
   `writev` each.
@@ -34,7 +34,7 @@ from typing import Any, Final
 import pytun
 
 from gossipmesh.runtime.tun import Interface, Network, TunDevice, TunError
-from gossipmesh.runtime.vnet import (
+from gossipmesh.vnet import (
     PLAIN_HEADER,
     VNET_HDR_SIZE,
     OffloadError,

@@ -19,7 +19,7 @@ import pytest
 from gossipmesh.links.frames import ITEM_HEADER
 from gossipmesh.links.planner import ConnectOrder
 from gossipmesh.node import Node
-from gossipmesh.runtime.vnet import GSO_TCPV4, GSO_UDP, NEEDS_CSUM, VNET_HDR
+from gossipmesh.vnet import GSO_TCPV4, GSO_UDP, NEEDS_CSUM, VNET_HDR
 from tests.support.loopback_mesh import LoopbackMesh, echo_request, wait_for
 
 pytestmark = pytest.mark.timeout(120)

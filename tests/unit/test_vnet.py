@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gossipmesh.runtime import vnet
+from gossipmesh import vnet
 
 
 def reference_checksum_sum(data: bytes) -> int:

@@ -11,8 +11,8 @@ import struct
 
 import pytest
 
-from gossipmesh.runtime import vnet
-from gossipmesh.runtime.vnet import (
+from gossipmesh import vnet
+from gossipmesh.vnet import (
     DATA_VALID,
     GSO_ECN,
     GSO_NONE,
