@@ -10,15 +10,20 @@ A missing cache is normal; a corrupt one is reported and ignored.
 from __future__ import annotations
 
 import ipaddress
+import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from gossipmesh.discovery.stats import DiscoveryStats
 from gossipmesh.identity import NODE_ID_SIZE
 from gossipmesh.runtime.statefiles import StateError, read_json, write_json
 
 CACHE_FILE_NAME = "peers.json"
 CACHE_VERSION = 1
 MAX_CACHED_PEERS = 32
+
+log = logging.getLogger(__name__)
 
 
 class PeerCacheError(ValueError):
@@ -40,6 +45,53 @@ class PeerCache:
     """Whose cache this is: a sequence number only carries over for the same key."""
     last_sequence: int
     peers: tuple[Peer, ...]
+
+
+class PeerCacheKeeper:
+    """One node's cache across runs: problems are counted and reported, never fatal."""
+
+    def __init__(self, state_dir: Path | None, node_id: bytes, stats: DiscoveryStats) -> None:
+        self.state_dir = state_dir
+        self._node_id = node_id
+        self._stats = stats
+        self.problem: str | None = None
+        """Why the cache could not be used, if it could not."""
+        self.peers: tuple[Peer, ...] = ()
+        """The peers of the last run (kept as the fallback when none are known now)."""
+        self.last_sequence = 0
+        """The last record sequence of the last run, if it was this node's cache."""
+
+    def load(self) -> None:
+        if self.state_dir is None:
+            return
+        try:
+            cache = load_peer_cache(self.state_dir)
+        except PeerCacheError as exc:
+            self.problem = str(exc)
+            self._stats.cache_errors += 1
+            log.warning("%s", exc)
+            return
+        if cache is None:
+            return
+        self.peers = cache.peers
+        if cache.node_id == self._node_id:
+            self.last_sequence = cache.last_sequence
+
+    def save(self, known: Iterable[Peer], last_sequence: int) -> None:
+        """Keep the closest known peers (XOR distance), or the last run's if none are known."""
+        if self.state_dir is None:
+            return
+        own = int.from_bytes(self._node_id)
+        peers = sorted(known, key=lambda p: int.from_bytes(p.node_id) ^ own)
+        cache = PeerCache(
+            self._node_id, last_sequence, tuple(peers[:MAX_CACHED_PEERS]) or self.peers
+        )
+        try:
+            self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            save_peer_cache(self.state_dir, cache)
+        except (OSError, StateError) as exc:
+            self._stats.cache_errors += 1
+            log.warning("peer cache not saved: %s", exc)
 
 
 def cache_path(state_dir: Path) -> Path:

@@ -7,63 +7,41 @@ asyncio loop (its clock, `call_later`/`sleep`, and `getaddrinfo` only for
 bootstrap host names), so the same code runs on the simulator's virtual-time
 loop and simulated network.
 
-Records are issued here: `publish` takes the node's claims as record
-templates, and every (re)publication signs them afresh with a new sequence
-number, new issue and expiry times and the current reflexive endpoint. They
-are republished on change and every `republish_interval` (shorter than
-`record_lifetime`), so a stopped node's records expire everywhere within one
-lifetime.
+`Discovery` runs the life cycle and the maintenance cadence; its parts do the
+rest: `RecordPublisher` issues and stores our records (republished on change
+and every `republish_interval`, shorter than `record_lifetime`, so a stopped
+node's records expire everywhere within one lifetime), `RecordLookups` finds
+and verifies others', `ReflexiveEndpoint` learns how peers see us and
+`PeerCacheKeeper` carries peers and the sequence number across restarts.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import ipaddress
 import logging
 import socket
 import time
-from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from gossipmesh.discovery.clock import use_loop_clock
-from gossipmesh.discovery.peer_cache import (
-    MAX_CACHED_PEERS,
-    Peer,
-    PeerCache,
-    PeerCacheError,
-    load_peer_cache,
-    save_peer_cache,
-)
+from gossipmesh.discovery.lookups import RecordLookups
+from gossipmesh.discovery.peer_cache import Peer, PeerCacheKeeper
+from gossipmesh.discovery.publisher import PublishResult, RecordPublisher
+from gossipmesh.discovery.reflexive import REFLEXIVE_QUORUM, ReflexiveEndpoint, parse_observed
 from gossipmesh.discovery.seal import DatagramSeal, ReplayFilter
-from gossipmesh.discovery.server import RecordServer, StoreResult
+from gossipmesh.discovery.server import RecordServer
 from gossipmesh.discovery.stats import DiscoveryStats
 from gossipmesh.discovery.storage import RecordStorage
 from gossipmesh.discovery.transport import Address, SealedTransport, SendDatagram
-from gossipmesh.errors import LabelError
-from gossipmesh.identity import NODE_ID_SIZE, Identity
+from gossipmesh.identity import Identity
 from gossipmesh.membership import NetworkSecret
-from gossipmesh.names import KEY_NAME_PREFIX, is_key_name, key_name
-from gossipmesh.records import (
-    MAX_ENDPOINTS,
-    Endpoint,
-    EndpointKind,
-    NameRecord,
-    NodeRecord,
-    Record,
-    RecordError,
-    RefusalReason,
-    decode_record,
-    name_key,
-    record_key,
-    validate,
-)
-from gossipmesh.runtime.statefiles import StateError
+from gossipmesh.records import Endpoint, NameRecord, NodeRecord, Record
+
+__all__ = ["REFLEXIVE_QUORUM", "Discovery", "PublishResult"]
 
 log = logging.getLogger(__name__)
 
@@ -73,20 +51,6 @@ DEFAULT_RPC_TIMEOUT = 5.0
 """rpcudp's own default wait for a reply."""
 DEFAULT_REFRESH_INTERVAL = 3600.0
 """kademlia's bucket refresh period (section 2.3 of the paper)."""
-REFLEXIVE_QUORUM = 3
-"""Peers asked how they see us; the most common answer wins."""
-
-
-@dataclass(frozen=True)
-class PublishResult:
-    """What one publication achieved; failures are results, never exceptions."""
-
-    node: StoreResult
-    name: StoreResult | None
-
-    @property
-    def ok(self) -> bool:
-        return self.node.ok and (self.name is None or self.name.ok)
 
 
 class Discovery:
@@ -116,14 +80,11 @@ class Discovery:
         self.identity = identity
         self.stats = DiscoveryStats()
         self.state_dir = state_dir
-        self.cache_problem: str | None = None
-        """Why the peer cache could not be used, if it could not (reported, not fatal)."""
         self._seal = DatagramSeal(network_secret.dht_key)
         self._replays = ReplayFilter()
         self._send = send
         self._ksize = ksize
         self._alpha = alpha
-        self._record_lifetime = record_lifetime
         self._republish_interval = republish
         self._rpc_timeout = rpc_timeout
         self._refresh_interval = refresh_interval
@@ -136,14 +97,18 @@ class Discovery:
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopped = False
         self._bootstrap: list[tuple[str, int]] = []
-        self._cached_peers: tuple[Peer, ...] = ()
-        self._last_sequence = 0
-        self._node_template: NodeRecord | None = None
-        self._name_template: NameRecord | None = None
-        self._node_record: NodeRecord | None = None
-        self._name_record: NameRecord | None = None
-        self._reflexive: Endpoint | None = None
         self._next_refresh = 0.0
+        self._reflexive = ReflexiveEndpoint()
+        self._publisher = RecordPublisher(
+            identity, self.stats, record_lifetime, self.now, self.reflexive_endpoint
+        )
+        self._lookups = RecordLookups(identity.node_id, self.stats, self.now, self._running_server)
+        self._cache = PeerCacheKeeper(state_dir, identity.node_id, self.stats)
+
+    @property
+    def cache_problem(self) -> str | None:
+        """Why the peer cache could not be used, if it could not (reported, not fatal)."""
+        return self._cache.problem
 
     # --- clocks -------------------------------------------------------------------
 
@@ -191,7 +156,7 @@ class Discovery:
             self.identity.node_id,
             storage,
             self.stats,
-            self._accept,
+            self._lookups.accept,
             self._ksize,
             self._alpha,
             self._rpc_timeout,
@@ -199,7 +164,8 @@ class Discovery:
         self._transport = SealedTransport(self._seal, self._send, self.stats)
         self._server.protocol.connection_made(self._transport)
         self._bootstrap = list(bootstrap)
-        self._load_cache()
+        self._cache.load()
+        self._publisher.carry_over_sequence(self._cache.last_sequence)
         self._next_refresh = self._loop.time() + self._refresh_interval
         await self._join()
         self._maintenance = self._loop.create_task(self._maintain())
@@ -227,7 +193,7 @@ class Discovery:
     async def _join(self) -> None:
         server = self._require_server()
         addresses = await self._resolve(self._bootstrap)
-        addresses += [(p.host, p.port) for p in self._cached_peers]
+        addresses += [(p.host, p.port) for p in self._cache.peers]
         unique = list(dict.fromkeys(addresses))
         if unique:
             await server.bootstrap(unique)
@@ -268,7 +234,7 @@ class Discovery:
         while True:
             due = max(due + self._republish_interval, loop.time())
             await asyncio.sleep(due - loop.time())
-            if self._node_template is not None:
+            if self._publisher.has_templates:
                 self._spawn(self._publish_logged())
             if housekeeping is None or housekeeping.done():
                 housekeeping = self._spawn(self._housekeep())
@@ -311,113 +277,40 @@ class Discovery:
         endpoints are filled in here on every publication. Both must carry this
         node's key, and the name record's name must be the node record's claim.
         """
-        if node_record.public_key != self.identity.public_key:
-            raise ValueError("can only publish this node's own node record")
-        if name_record is not None and (
-            name_record.public_key != self.identity.public_key
-            or name_record.name != node_record.name
-        ):
-            raise ValueError("the name record must be this node's and match its name claim")
-        self._node_template = node_record
-        self._name_template = name_record
-        if self._reflexive is None:
+        self._publisher.set_templates(node_record, name_record)
+        if self._reflexive.endpoint is None:
             # The first node of a network had no one to ask at start().
             await self._learn_reflexive(republish=False)
         return await self._publish_now()
 
     def current_node_record(self) -> NodeRecord | None:
         """The signed node record last published (for gossip to carry the same bytes)."""
-        return self._node_record
+        return self._publisher.node_record
 
     def current_name_record(self) -> NameRecord | None:
-        return self._name_record
-
-    def _next_sequence(self) -> int:
-        # Milliseconds since the epoch as a floor keeps sequences rising across a
-        # restart that lost the cache; the cached last value covers clock steps back.
-        self._last_sequence = max(self._last_sequence + 1, int(self.now() * 1000))
-        return self._last_sequence
-
-    def _issue(self) -> tuple[NodeRecord, NameRecord | None]:
-        template = self._node_template
-        assert template is not None
-        issued_at = int(self.now())
-        expires_at = issued_at + self._record_lifetime
-        endpoints = [e for e in template.endpoints if e.kind != EndpointKind.REFLEXIVE]
-        if self._reflexive is not None and self._reflexive not in endpoints:
-            endpoints.append(self._reflexive)
-        node_record = replace(
-            template,
-            sequence=self._next_sequence(),
-            issued_at=issued_at,
-            expires_at=expires_at,
-            endpoints=tuple(endpoints[:MAX_ENDPOINTS]),
-        ).signed(self.identity)
-        name_record = None
-        if self._name_template is not None:
-            name_record = replace(
-                self._name_template,
-                sequence=self._next_sequence(),
-                issued_at=issued_at,
-                expires_at=expires_at,
-            ).signed(self.identity)
-        return node_record, name_record
+        return self._publisher.name_record
 
     async def _publish_now(self) -> PublishResult:
-        server = self._require_server()
-        node_record, name_record = self._issue()
-        self._node_record, self._name_record = node_record, name_record
-        stores = [self._store(server, node_record)]
-        if name_record is not None:
-            stores.append(self._store(server, name_record))
-        results = await asyncio.gather(*stores)
-        self._save_cache()
-        return PublishResult(results[0], results[1] if name_record is not None else None)
-
-    async def _store(self, server: RecordServer, record: Record) -> StoreResult:
-        try:
-            return await server.store(record_key(record), record.encode())
-        except RecordError as refusal:
-            # Our own record refused locally (for example a name someone holds
-            # with an earlier claim): a result, reported and counted.
-            self.stats.refuse(refusal.reason)
-            log.warning("own record not published: %s", refusal)
-            return StoreResult(0, 0)
+        result = await self._publisher.publish(self._require_server())
+        self._save_cache()  # the new sequence number must survive a restart
+        return result
 
     # --- reflexive endpoint ---------------------------------------------------------
 
     def reflexive_endpoint(self) -> Endpoint | None:
         """The address:port at which other nodes see us, once learned."""
-        return self._reflexive
+        return self._reflexive.endpoint
 
     async def _learn_reflexive(self, republish: bool = True) -> None:
-        server = self._require_server()
-        peers = server.protocol.router.find_neighbors(server.node, k=REFLEXIVE_QUORUM)
-        if not peers:
-            return
-        replies = await asyncio.gather(*(server.protocol.stun((p.ip, p.port)) for p in peers))
-        seen: Counter[tuple[str, int]] = Counter()
-        for answered, payload in replies:
-            endpoint = _parse_observed(payload) if answered else None
-            if endpoint is not None:
-                seen[endpoint] += 1
-        if not seen:
-            return
-        host, port = seen.most_common(1)[0][0]
-        learned = Endpoint(EndpointKind.REFLEXIVE, host, port)
-        if learned != self._reflexive:
-            self._reflexive = learned
-            if republish and self._node_template is not None:
-                await self._publish_now()
+        changed = await self._reflexive.learn(self._require_server())
+        if changed and republish and self._publisher.has_templates:
+            await self._publish_now()
 
     # --- lookups ------------------------------------------------------------------------
 
     async def lookup_node(self, node_id: bytes) -> NodeRecord | None:
         """The verified, unexpired record of `node_id`, or None (not found, or no answer)."""
-        if self._server is None or self._stopped or len(node_id) != NODE_ID_SIZE:
-            return None
-        record = await self._fetch(node_id)
-        return record if isinstance(record, NodeRecord) else None
+        return await self._lookups.node(node_id)
 
     async def lookup_name(self, name: str) -> NodeRecord | None:
         """The node record of the holder of `name`, or None.
@@ -426,71 +319,7 @@ class Discovery:
         if that record still claims the name. Key names (`gm-...`) are found from
         the key itself, with no name record.
         """
-        try:
-            key = name_key(name)
-        except LabelError:
-            return None
-        if self._server is None or self._stopped:
-            return None
-        if is_key_name(name):
-            return await self._lookup_key_name(name.lower())
-        name_record = await self._fetch(key)
-        if not isinstance(name_record, NameRecord):
-            return None
-        node_record = await self.lookup_node(name_record.node_id)
-        if node_record is None or node_record.name != name_record.name:
-            return None
-        return node_record
-
-    async def _lookup_key_name(self, name: str) -> NodeRecord | None:
-        """A key name (`gm-` + base32 of the node id's first 80 bits) needs no name
-        record: the node whose id starts with those bits is the closest of all to
-        them by XOR distance, so a node lookup of the prefix finds its full id."""
-        try:
-            prefix = base64.b32decode(name[len(KEY_NAME_PREFIX) :].upper())
-        except (binascii.Error, ValueError):
-            return None
-        if self.identity.node_id.startswith(prefix):
-            return await self.lookup_node(self.identity.node_id)
-        self.stats.lookups += 1
-        try:
-            candidates = await self._require_server().closest_nodes(
-                prefix + bytes(NODE_ID_SIZE - len(prefix))
-            )
-        except Exception:
-            log.exception("DHT node lookup failed")
-            candidates = []
-        for node_id in {n.id for n in candidates if n.id.startswith(prefix)}:
-            record = await self.lookup_node(node_id)
-            if record is not None and key_name(record.node_id) == name:
-                return record
-        self.stats.lookups_failed += 1
-        return None
-
-    async def _fetch(self, key: bytes) -> Record | None:
-        self.stats.lookups += 1
-        try:
-            record = await self._require_server().fetch(key)
-        except Exception:
-            # A guard, not a path we expect: a lookup reports "not found", never raises.
-            log.exception("DHT lookup failed")
-            record = None
-        if record is None:
-            self.stats.lookups_failed += 1
-        return record
-
-    def _accept(self, key: bytes, value: object) -> Record | None:
-        """The lookup path's second verification of a fetched value; refusals are counted."""
-        try:
-            if not isinstance(value, bytes):
-                raise RecordError(RefusalReason.MALFORMED, "a stored value is bytes")
-            record = decode_record(value)
-            if record_key(record) != key:
-                raise RecordError(RefusalReason.WRONG_KEY)
-            return validate(record, self.now())
-        except RecordError as refusal:
-            self.stats.refuse(refusal.reason)
-            return None
+        return await self._lookups.name(name)
 
     def stored_record(self, key: bytes) -> Record | None:
         """The verified, unexpired record this node itself holds under `key` (no network)."""
@@ -515,10 +344,11 @@ class Discovery:
         `gossipmesh netcheck` compares these across peers to tell whether a NAT
         maps our port the same way for every destination.
         """
-        if self._server is None or self._stopped:
+        server = self._running_server()
+        if server is None:
             return None
-        answered, payload = await self._server.protocol.stun(addr)
-        return _parse_observed(payload) if answered else None
+        answered, payload = await server.protocol.stun(addr)
+        return parse_observed(payload) if answered else None
 
     def known_peers(self) -> list[Peer]:
         """The contacts in the routing table (kademlia has no public API for this)."""
@@ -530,54 +360,24 @@ class Discovery:
             for node in bucket.get_nodes()
         ]
 
-    def _load_cache(self) -> None:
-        if self.state_dir is None:
-            return
-        try:
-            cache = load_peer_cache(self.state_dir)
-        except PeerCacheError as exc:
-            self.cache_problem = str(exc)
-            self.stats.cache_errors += 1
-            log.warning("%s", exc)
-            return
-        if cache is None:
-            return
-        self._cached_peers = cache.peers
-        if cache.node_id == self.identity.node_id:
-            self._last_sequence = max(self._last_sequence, cache.last_sequence)
+    def known_peer_ids(self) -> list[bytes]:
+        """The node ids of `known_peers()`, without building `Peer`s (for frequent callers)."""
+        if self._server is None:
+            return []
+        return [
+            node.id
+            for bucket in self._server.protocol.router.buckets
+            for node in bucket.get_nodes()
+        ]
 
     def _save_cache(self) -> None:
-        if self.state_dir is None or self._server is None:
-            return
-        own = self._server.node
-        peers = sorted(self.known_peers(), key=lambda p: int.from_bytes(p.node_id) ^ own.long_id)
-        cache = PeerCache(
-            self.identity.node_id,
-            self._last_sequence,
-            tuple(peers[:MAX_CACHED_PEERS]) or self._cached_peers,
-        )
-        try:
-            self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            save_peer_cache(self.state_dir, cache)
-        except (OSError, StateError) as exc:
-            self.stats.cache_errors += 1
-            log.warning("peer cache not saved: %s", exc)
+        if self._server is not None and self._cache.state_dir is not None:
+            self._cache.save(self.known_peers(), self._publisher.last_sequence)
+
+    def _running_server(self) -> RecordServer | None:
+        return None if self._stopped else self._server
 
     def _require_server(self) -> RecordServer:
         if self._server is None:
             raise RuntimeError("Discovery.start() has not been called")
         return self._server
-
-
-def _parse_observed(payload: object) -> tuple[str, int] | None:
-    """A stun reply: [host, port] as the peer saw our datagram."""
-    if not isinstance(payload, list) or len(payload) != 2:
-        return None
-    host, port = payload
-    if not isinstance(host, str) or isinstance(port, bool) or not isinstance(port, int):
-        return None
-    try:
-        host = str(ipaddress.ip_address(host))
-    except ValueError:
-        return None
-    return (host, port) if 1 <= port <= 65535 else None

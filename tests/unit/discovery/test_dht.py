@@ -335,6 +335,22 @@ def test_lookups_before_start_and_after_stop_are_none() -> None:
     run(body(), timeout=10)
 
 
+def test_known_peer_ids_are_the_ids_of_known_peers() -> None:
+    async def body() -> None:
+        idle = await open_node("idle")
+        async with closing([idle]):
+            assert idle.discovery.known_peer_ids() == []  # before start: no routing table
+        nodes = await mesh(3)
+        async with closing(nodes):
+            for node in nodes:
+                ids = node.discovery.known_peer_ids()
+                assert ids == [p.node_id for p in node.discovery.known_peers()]
+                others = {n.identity.node_id for n in nodes if n is not node}
+                assert set(ids) == others  # three nodes all know each other; never themselves
+
+    run(body(), timeout=30)
+
+
 def test_a_contested_name_goes_to_the_earliest_claim_whatever_the_order() -> None:
     run(_contested_name(), timeout=30)
 
