@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from gossipmesh.cli.simulate import simulate, sweep
+from gossipmesh.simulations.commands import simulate, sweep
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import matplotlib
 
@@ -20,9 +20,31 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 if TYPE_CHECKING:
-    from gossipmesh.simulations.runner import SimulationResult
+    from gossipmesh.simulations.scenario import Scenario
 
-__all__ = ["plot_hops_vs_n", "plot_overhead_vs_n", "plot_run", "plot_stretch_cdf"]
+__all__ = ["RunResult", "plot_hops_vs_n", "plot_overhead_vs_n", "plot_run", "plot_stretch_cdf"]
+
+
+class RunResult(Protocol):
+    """What `plot_run` reads of a run; runner.SimulationResult is one.
+
+    A Protocol rather than SimulationResult itself: runner imports this module
+    to draw, so importing runner back (even for type checking) would be an
+    import cycle (tests/unit/test_layout.py).
+    """
+
+    @property
+    def scenario(self) -> Scenario: ...
+
+    @property
+    def timeseries(self) -> Sequence[Mapping[str, float]]: ...
+
+    @property
+    def tables(self) -> Mapping[str, Sequence[Mapping[str, Any]]]: ...
+
+    @property
+    def event_log(self) -> Sequence[Mapping[str, Any]]: ...
+
 
 # Fixed metadata: the same data gives the same PNG bytes.
 _PNG_METADATA = {"Software": None}
@@ -59,7 +81,7 @@ def _mark_events(axes: Any, events: Sequence[Mapping[str, Any]]) -> None:
             )
 
 
-def plot_run(result: SimulationResult, out_dir: Path) -> list[Path]:
+def plot_run(result: RunResult, out_dir: Path) -> list[Path]:
     """convergence.png and overhead.png for one run (plus stretch_cdf.png if known)."""
     rows = result.timeseries
     times = _column(rows, "time")
