@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import click
 
 from gossipmesh.config import DEFAULT_INTERFACE
-from gossipmesh.runtime.statefiles import StateDir, default_state_dir
+from gossipmesh.statefiles import StateDir, default_state_dir
 
 F = TypeVar("F", bound=Callable[..., Any])
 

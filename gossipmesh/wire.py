@@ -43,7 +43,7 @@ class PayloadKind(IntEnum):
     ENDPOINT_HINT = 0x14
     RENDEZVOUS = 0x15
     NODE_RECORDS = 0x16
-    """Signed node records handed to a neighbour (gossipmesh.node_messages)."""
+    """Signed node records handed to a neighbour (gossipmesh.node.messages)."""
     RECORD_REQUEST = 0x17
     """Node ids whose records a node lacks, asked of a neighbour."""
     ECHO_REQUEST = 0x18

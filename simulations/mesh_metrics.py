@@ -36,7 +36,8 @@ import itertools
 import math
 import random
 import struct
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 import networkx as nx
 
@@ -45,8 +46,45 @@ from gossipmesh.simulations.clock import VirtualTimeLoop
 from gossipmesh.simulations.metrics import mean, percentile
 
 if TYPE_CHECKING:
-    from gossipmesh.node import Node
-    from gossipmesh.simulations.mesh_workload import MeshWorkload
+    from gossipmesh.node.core import NodeCore
+
+
+class MetricParams(Protocol):
+    """The mesh workload's knobs that measuring reads (`MeshParams`)."""
+
+    @property
+    def data_probe_interval(self) -> float: ...
+    @property
+    def data_probe_pairs(self) -> int: ...
+    @property
+    def data_probe_timeout(self) -> float: ...
+    @property
+    def metric_sources(self) -> int: ...
+    @property
+    def route_tolerance(self) -> float: ...
+    @property
+    def underlay_links_only(self) -> bool: ...
+
+
+class ProbeSource(Protocol):
+    def tun_packet(self, packet: bytes) -> None: ...
+
+
+class MeshWorkload(Protocol):
+    """What the collectors read of the mesh workload (which builds them: no import back)."""
+
+    @property
+    def params(self) -> MetricParams: ...
+    @property
+    def graph(self) -> Any: ...
+    @property
+    def view(self) -> Any: ...
+    @property
+    def host_by_id(self) -> dict[bytes, int]: ...
+    @property
+    def nodes(self) -> Mapping[int, ProbeSource]: ...
+    def running_nodes(self) -> dict[int, NodeCore]: ...
+
 
 __all__ = ["MeshMetrics", "ProbeDelivery", "echo_probe", "probe_serial"]
 
@@ -189,7 +227,7 @@ class MeshMetrics:
         self,
         source: int,
         target: int,
-        nodes: dict[int, Node],
+        nodes: dict[int, NodeCore],
         neighbours: dict[int, set[int]],
         ids: dict[int, bytes],
     ) -> list[int] | None:
@@ -295,7 +333,7 @@ class ProbeDelivery:
             self._serial += 1
             self.pending[self._serial] = (now, target)
             self.sent += 1
-            nodes[source].tun_packet(echo_probe(a.packed, b.packed, self._serial))
+            self.workload.nodes[source].tun_packet(echo_probe(a.packed, b.packed, self._serial))
 
     def tun_written(self, host: int, packet: bytes) -> None:
         serial = probe_serial(packet)

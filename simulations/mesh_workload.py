@@ -1,16 +1,18 @@
 """Workload: the full gossipmesh node (sessions, DHT, gossip, routing) on the simulator.
 
-Each simulated host runs `gossipmesh.node.Node` exactly as the daemon
-builds it, with the simulated endpoint as its UDP socket and a list as its
-TUN device (`MeshPort`). The node reads only the running loop's clock, so
-on the virtual-time loop its timers, handshakes, pings and records follow
-virtual time. Its randomness (routing jitter, handshake ephemerals, cookie
-secrets) comes from a per-node seeded stream and its wall clock is a fixed
-epoch plus virtual time, so runs are reproducible.
+Each simulated host runs the real `gossipmesh.node.NodeCore`, built as the
+daemon builds it, with the simulated endpoint as its UDP socket and a list
+as its TUN device (`MeshPort`), and the real `Discovery` DHT service. The
+core is handed the virtual clock's time on every call, so its timers,
+handshakes, pings and records follow virtual time; `MeshNode` is the
+simulator's adapter, with one timer per node and no task per node. Its
+randomness (routing jitter, handshake ephemerals, cookie secrets) comes
+from a per-node seeded stream and its wall clock is a fixed epoch plus
+virtual time, so runs are reproducible.
 
 A crash closes the endpoint first, so nothing the node says on its way out
-(its leave record, DHT goodbyes) reaches anyone, then cancels its tasks
-through `Node.stop()`. A restart builds a new `Node` with the same key and
+(its leave record, DHT goodbyes) reaches anyone, then stops its timer and
+its DHT service. A restart builds a new core with the same key and
 no state directory: it joins through the bootstrap hosts again, as a
 daemon that lost its peer cache would.
 
@@ -28,9 +30,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gossipmesh.discovery.service import Discovery
 from gossipmesh.identity import Identity
 from gossipmesh.membership import NetworkSecret
-from gossipmesh.node import Node, NodeOptions
+from gossipmesh.node.core import NodeCore
+from gossipmesh.node.options import NodeOptions
+from gossipmesh.runtime.core_driver import CoreDriver
 from gossipmesh.simulations.clock import VirtualTimeLoop
 from gossipmesh.simulations.metrics import MetricCollector
 from gossipmesh.simulations.network import Address, SimEndpoint
@@ -78,8 +83,8 @@ class MeshParams:
 class MeshPort(asyncio.DatagramProtocol):
     """The node's world: its simulated UDP socket and a fake TUN that records packets.
 
-    `send_datagram`/`write_tun` are the node's `NodeTransport`;
-    `datagram_received` is the endpoint's protocol side.
+    `send_datagram`/`write_tun` are the driver's `NodeTransport`;
+    `datagram_received` is the endpoint's protocol side, straight into the core.
     """
 
     def __init__(
@@ -88,7 +93,7 @@ class MeshPort(asyncio.DatagramProtocol):
         self.endpoint = endpoint
         self.reachable = reachable
         """Addresses this host may send to directly (None: all)."""
-        self.node: Node | None = None
+        self.node: MeshNode | None = None
         self.closed = False
         self._on_tun = on_tun
 
@@ -100,12 +105,18 @@ class MeshPort(asyncio.DatagramProtocol):
         self._on_tun(packet)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        if self.node is not None and not self.closed:
-            self.node.datagram_received(data, (addr[0], addr[1]))
+        node = self.node
+        if node is not None and not self.closed:
+            node.datagram_received(data, (addr[0], addr[1]))
 
 
 class MeshNode:
-    """A simulated host running a real gossipmesh Node; a restart builds a new one."""
+    """A simulated host: a real `NodeCore` driven on the virtual clock; a restart builds a new one.
+
+    The simulator's adapter: datagrams go straight into the core, one
+    `call_at` timer per node (the `CoreDriver`'s), and tasks only for DHT
+    requests in flight, none per node for its rounds or its packets.
+    """
 
     def __init__(self, workload: MeshWorkload, context: NodeContext) -> None:
         self.workload = workload
@@ -113,19 +124,17 @@ class MeshNode:
         self.host = context.host
         seed = hashlib.sha256(b"gossipmesh-sim-mesh-key:%d" % context.host + context.node_id)
         self.identity = Identity.from_seed(seed.digest())
-        self.node: Node | None = None
+        self.core: NodeCore | None = None
+        self.driver: CoreDriver | None = None
         self.port: MeshPort | None = None
         self.loop: VirtualTimeLoop | None = None
         self._starting: asyncio.Task[None] | None = None
         self.generation = 0
 
-    def _build(self, port: MeshPort) -> Node:
+    def _options(self) -> NodeOptions:
         params = self.workload.params
-        # One stream per generation, drawn from the host's stream: deterministic.
-        rng = random.Random(self.context.rng.getrandbits(64))
-        entropy = random.Random(self.context.rng.getrandbits(64))
         address = self.context.address
-        options = NodeOptions(
+        return NodeOptions(
             name=f"node{self.host}" if params.names else None,
             listen_port=address[1],
             host_endpoints=(address,),
@@ -136,46 +145,83 @@ class MeshNode:
             directory_interval=params.directory_interval,
             rpc_timeout=params.rpc_timeout,
         )
-        return Node(
-            self.identity,
-            SECRET,
-            options,
-            port,
-            state_dir=None,
-            rng=rng,
-            random_bytes=entropy.randbytes,
-            wall_clock_offset=EPOCH,
-        )
 
     def start(self, endpoint: SimEndpoint, loop: VirtualTimeLoop) -> None:
         self.generation += 1
         self.loop = loop
         port = MeshPort(endpoint, self._tun_written, self.workload.reachable_from(self.host))
-        node = self._build(port)
-        port.node = node
+        # One stream per generation, drawn from the host's stream: deterministic.
+        rng = random.Random(self.context.rng.getrandbits(64))
+        entropy = random.Random(self.context.rng.getrandbits(64))
+        options = self._options()
+        core = NodeCore(
+            self.identity,
+            SECRET,
+            options,
+            now=loop.time(),
+            wall_offset=EPOCH,
+            rng=rng,
+            random_bytes=entropy.randbytes,
+        )
+        discovery = Discovery(
+            self.identity,
+            SECRET,
+            port.send_datagram,
+            None,
+            record_lifetime=options.record_lifetime,
+            rpc_timeout=options.rpc_timeout,
+            wall_clock=lambda: loop.time() + EPOCH,
+        )
+        driver = CoreDriver(core, loop, port, discovery)
+        port.node = self
         endpoint.attach(port)
-        self.port, self.node = port, node
-        self._starting = loop.create_task(node.start())
+        self.port, self.core, self.driver = port, core, driver
+        driver.drain()
+        self._starting = loop.create_task(self._join(core, driver, options))
         self.workload.node_started(self, loop)
 
+    async def _join(self, core: NodeCore, driver: CoreDriver, options: NodeOptions) -> None:
+        await driver.discovery.start(options.bootstrap)
+        driver.report_contacts()
+        core.start(driver.loop.time())
+        driver.drain()
+
     def stop(self) -> None:
-        """Crash: cut the wire first, so the node's goodbyes never leave; then end its tasks."""
-        node, port, loop = self.node, self.port, self.loop
-        if node is None or port is None or loop is None:
+        """Crash: cut the wire first, so nothing said on the way out leaves; then end its work."""
+        driver, port, loop = self.driver, self.port, self.loop
+        if driver is None or port is None or loop is None:
             return
         port.closed = True
         port.endpoint.close()
-        self.node = None
+        self.core = None
+        self.driver = None
         if self._starting is not None and not self._starting.done():
             self._starting.cancel()
-        # Simulation housekeeping, not protocol: Node.stop() cancels its timers and tasks.
-        loop.create_task(node.stop())
+        # Simulation housekeeping, not protocol: the driver's timer and requests end.
+        loop.create_task(self._halt(driver))
+
+    @staticmethod
+    async def _halt(driver: CoreDriver) -> None:
+        await driver.close()
+        await driver.discovery.stop()
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        core, driver = self.core, self.driver
+        if core is not None and driver is not None:
+            core.receive_datagram(data, addr, driver.loop.time())
+            driver.drain()
+
+    def tun_packet(self, packet: bytes) -> None:
+        """A packet as if read from this host's TUN (the data probes)."""
+        core, driver = self.core, self.driver
+        if core is not None and driver is not None:
+            core.tun_packet(packet, driver.loop.time())
+            driver.drain()
 
     @property
-    def running(self) -> Node | None:
-        """The node, once it has its cores and addresses (after `prepare`)."""
-        node = self.node
-        return node if node is not None and node.ipv4 is not None else None
+    def running(self) -> NodeCore | None:
+        """The node's core while the host runs."""
+        return self.core
 
     def _tun_written(self, packet: bytes) -> None:
         self.workload.tun_written(self.host, packet)
@@ -223,13 +269,13 @@ class MeshWorkload:
     def tun_written(self, host: int, packet: bytes) -> None:
         self.probes.tun_written(host, packet)
 
-    def running_nodes(self) -> dict[int, Node]:
-        """Live hosts whose node has its cores, by host."""
+    def running_nodes(self) -> dict[int, NodeCore]:
+        """The cores of live hosts, by host."""
         live = {}
         for host in self.view.live_hosts():
-            node = self.nodes[host].running
-            if node is not None:
-                live[host] = node
+            core = self.nodes[host].core
+            if core is not None:
+                live[host] = core
         return live
 
     def collectors(self) -> list[MetricCollector]:

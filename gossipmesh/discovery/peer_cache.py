@@ -17,7 +17,7 @@ from pathlib import Path
 
 from gossipmesh.discovery.stats import DiscoveryStats
 from gossipmesh.identity import NODE_ID_SIZE
-from gossipmesh.runtime.statefiles import StateError, read_json, write_json
+from gossipmesh.statefiles import StateError, read_json, write_json
 
 CACHE_FILE_NAME = "peers.json"
 CACHE_VERSION = 1

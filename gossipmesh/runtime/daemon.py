@@ -1,4 +1,4 @@
-"""`gossipmesh up`: the asyncio runtime around one Node.
+"""`gossipmesh up`: the asyncio runtime around one node (`NodeRunner`).
 
 This is the only place that touches the OS for the mesh: it opens the UDP
 socket and the TUN device, drains both with `add_reader` until they would
@@ -31,15 +31,16 @@ from gossipmesh.dns.service import MagicDns, resolver_config, start_magic_dns
 from gossipmesh.errors import GossipmeshError, UsageError
 from gossipmesh.identity import Identity, load_or_create_key_file
 from gossipmesh.membership import NetworkSecret
-from gossipmesh.node import MESH_MTU, Node, NodeOptions
+from gossipmesh.node.options import MESH_MTU, NodeOptions
 from gossipmesh.runtime.busypoll import install_busy_poll
 from gossipmesh.runtime.control import ControlServer
 from gossipmesh.runtime.dataplane import DataPlane, OffloadTunDevice, open_offload_tun
 from gossipmesh.runtime.links import StreamLinks, open_link_listener
 from gossipmesh.runtime.logs import configure_logging
-from gossipmesh.runtime.statefiles import InstanceLock, StateDir, default_state_dir
+from gossipmesh.runtime.node_runner import NodeRunner
 from gossipmesh.runtime.tun import TunDevice, TunError, open_tun
 from gossipmesh.runtime.udp import open_udp_socket
+from gossipmesh.statefiles import InstanceLock, StateDir, default_state_dir
 
 log = logging.getLogger("gossipmesh")
 
@@ -101,7 +102,7 @@ class Daemon:
         self.secret = secret
         self.state = StateDir(settings.state_dir or default_state_dir(settings.interface))
         self.stopped = asyncio.Event()
-        self.node: Node | None = None
+        self.node: NodeRunner | None = None
         self.sock: socket.socket | None = None
         self.tun: TunDevice | None = None
         self.control: ControlServer | None = None
@@ -136,7 +137,9 @@ class Daemon:
             gro=offloads != "none",
             threads=os.environ.get(THREADS_ENV, "0") == "1",
         )
-        node = Node(self.identity, self.secret, options, self.transport, state_dir=self.state.path)
+        node = NodeRunner(
+            self.identity, self.secret, options, self.transport, state_dir=self.state.path
+        )
         self.node = node
         node.prepare()
         assert node.ipv4 is not None
@@ -191,7 +194,7 @@ class Daemon:
         await self.stopped.wait()
 
     def _enable_links(
-        self, loop: asyncio.AbstractEventLoop, node: Node, port: int, vnet: bool
+        self, loop: asyncio.AbstractEventLoop, node: NodeRunner, port: int, vnet: bool
     ) -> None:
         """Accept and offer stream links, where the settings and the TUN allow them."""
         if not self.settings.stream_links:
@@ -205,11 +208,14 @@ class Daemon:
             log.warning("stream links off: cannot listen on TCP port %d: %s", port, exc.strerror)
             return
         assert self.transport is not None
-        planner = node.links.planner
-        self.links = StreamLinks(
-            loop, node.links, listener, planner.max_age(), planner.connect_timeout()
+        planner = node.core.links.planner
+        links = StreamLinks(loop, node, listener, planner.max_age(), planner.connect_timeout())
+        self.links = links
+        node.enable_links(
+            port,
+            lambda request: links.connect_link(request.order, request.host),
+            self.transport.write_tun_frame,
         )
-        node.links.enable(port, self.links, self.transport.write_tun_frame)
         self.transport.after_flush = self.links.flush
 
     async def close(self) -> None:
@@ -246,9 +252,7 @@ class Daemon:
 
     def _on_tun_readable(self) -> None:
         assert self.transport is not None and self.node is not None
-        self.transport.drain_tun(
-            self.node.tun_packet, self.node.tun_packets, self.node.links.tun_frame
-        )
+        self.transport.drain_tun(self.node.tun_packet, self.node.tun_packets, self.node.tun_frame)
 
     # --- control socket -------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """Stream links' TCP sockets: the listener, connections, and moving frames in batches.
 
 The negotiation (`gossipmesh.links.planner`) and the checks on what arrives
-(`gossipmesh.node_links`) are sans-IO; this module is the only place that
+(`gossipmesh.node.links`) are sans-IO; this module is the only place that
 touches the sockets. The listener shares the node's UDP port number. An
 inbound connection has a few seconds to present a token the node accepted
 over its WireGuard session, or it is closed; an outbound one presents the
@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from typing import Final
+from typing import Final, Protocol
 
 from gossipmesh.links.frames import (
     MAX_PLAINTEXT,
@@ -39,8 +39,8 @@ from gossipmesh.links.frames import (
     parse_preamble,
     preamble,
 )
-from gossipmesh.links.planner import CONNECT_TIMEOUT, ConnectOrder
-from gossipmesh.node_links import NodeLinks
+from gossipmesh.links.planner import CONNECT_TIMEOUT, AcceptedToken, ConnectOrder
+from gossipmesh.node.links import LinkSender
 
 log = logging.getLogger("gossipmesh.links")
 
@@ -81,6 +81,20 @@ def _tune(sock: socket.socket) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_COUNT)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, USER_TIMEOUT_MS)
         sock.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, NOTSENT_LOWAT)
+
+
+class LinkReports(Protocol):
+    """The node's side of stream links, as the runtime reports to it (`NodeRunner`)."""
+
+    def claim(self, token: bytes) -> AcceptedToken | None: ...
+
+    def up(self, peer_key: bytes, sender: LinkSender) -> None: ...
+
+    def down(self, peer_key: bytes, sender: LinkSender, *, failed: bool) -> None: ...
+
+    def received(self, peer_key: bytes, plaintext: bytes) -> None: ...
+
+    def connect_failed(self, peer_key: bytes) -> None: ...
 
 
 class StreamLink:
@@ -247,12 +261,12 @@ class StreamLink:
 
 
 class StreamLinks:
-    """The node's listener and all its links; the runtime's `LinkConnector`."""
+    """The node's listener and all its links; `connect_link` opens the ones the node orders."""
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        node_links: NodeLinks,
+        node_links: LinkReports,
         listener: socket.socket,
         max_age: float,
         connect_timeout: float = CONNECT_TIMEOUT,

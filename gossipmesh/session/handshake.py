@@ -11,7 +11,6 @@ from collections.abc import Hashable
 from gossipmesh.session import noise
 from gossipmesh.session.admission import HandshakeAdmission
 from gossipmesh.session.crypto import AuthenticationError, RandomSource, generate_keypair
-from gossipmesh.session.keypair import Keypair
 from gossipmesh.session.messages import (
     MalformedMessage,
     build_response_body,
@@ -20,7 +19,7 @@ from gossipmesh.session.messages import (
     parse_response,
 )
 from gossipmesh.session.outbox import Outbox
-from gossipmesh.session.peer import PendingHandshake
+from gossipmesh.session.peer import Keypair, PendingHandshake
 from gossipmesh.session.peers import PeerTable
 from gossipmesh.session.schedule import PeerSchedule
 from gossipmesh.session.stats import SessionStats

@@ -10,8 +10,7 @@ from collections.abc import Hashable
 
 from gossipmesh.session import noise
 from gossipmesh.session.crypto import KEY_SIZE, AuthenticationError, RandomSource, dh
-from gossipmesh.session.keypair import Keypair
-from gossipmesh.session.peer import Peer, PendingHandshake
+from gossipmesh.session.peer import Keypair, Peer, PendingHandshake
 from gossipmesh.session.schedule import PeerSchedule
 
 _MAX_INDEX_TRIES = 64

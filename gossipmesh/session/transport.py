@@ -13,10 +13,9 @@ from cryptography.exceptions import InvalidTag
 
 from gossipmesh.session.events import EndpointChanged, HandshakeCompleted
 from gossipmesh.session.initiator import Initiator
-from gossipmesh.session.keypair import ACCEPTED, REPLAY_WINDOW, REPLAYED, WINDOW_MASK, Keypair
 from gossipmesh.session.messages import MAX_TRANSPORT_SIZE, TRANSPORT_MINIMUM_SIZE
 from gossipmesh.session.outbox import Outbox
-from gossipmesh.session.peer import Peer
+from gossipmesh.session.peer import ACCEPTED, REPLAY_WINDOW, REPLAYED, WINDOW_MASK, Keypair, Peer
 from gossipmesh.session.peers import PeerTable
 from gossipmesh.session.schedule import PeerSchedule
 from gossipmesh.session.stats import SessionStats

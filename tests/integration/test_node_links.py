@@ -18,7 +18,7 @@ import pytest
 
 from gossipmesh.links.frames import ITEM_HEADER
 from gossipmesh.links.planner import ConnectOrder
-from gossipmesh.node import Node
+from gossipmesh.runtime.node_runner import NodeRunner as Node
 from gossipmesh.vnet import GSO_TCPV4, GSO_UDP, NEEDS_CSUM, VNET_HDR
 from tests.support.loopback_mesh import LoopbackMesh, echo_request, wait_for
 
@@ -56,7 +56,11 @@ class Side:
 
 def enable(node: Node) -> Side:
     connector, written = FakeConnector(), []
-    node.links.enable(LINK_PORT, connector, lambda frame: written.append(bytes(frame)))
+    node.enable_links(
+        LINK_PORT,
+        lambda request: connector.connect_link(request.order, request.host),
+        lambda frame: written.append(bytes(frame)),
+    )
     return Side(node, connector, written)
 
 
@@ -109,20 +113,20 @@ def test_bulk_frame_offers_once_and_the_peer_accepts_with_its_port(tmp_path: Pat
             a, b = enable(mesh.nodes[0]), enable(mesh.nodes[1])
             assert a.node.ipv4 is not None and b.node.ipv4 is not None
             small = tcp_frame(a.node.ipv4.packed, b.node.ipv4.packed, 100, gso=0)
-            assert a.node.links.tun_frame(small) is False  # not bulk: no offer
+            assert a.node.tun_frame(small) is False  # not bulk: no offer
             assert a.node.links.counters.offers_sent == 0
             bulk = tcp_frame(a.node.ipv4.packed, b.node.ipv4.packed, 20000)
-            assert a.node.links.tun_frame(bulk) is False  # no link yet: UDP carries it
-            assert a.node.links.tun_frame(bulk) is False
+            assert a.node.tun_frame(bulk) is False  # no link yet: UDP carries it
+            assert a.node.tun_frame(bulk) is False
             assert a.node.links.counters.offers_sent == 1  # one offer, however many frames
             await wait_for(lambda: bool(a.connector.orders), 10, "the peer's LINK_ACCEPT")
             order, host = a.connector.orders[0]
             assert order.port == LINK_PORT and host == "127.0.0.1"
             assert order.peer_key == key(b.node)
-            claimed = b.node.links.claim(order.token)
+            claimed = b.node.claim(order.token)
             assert claimed is not None and claimed.peer_key == key(a.node)
             assert claimed.receive_key == order.send_key and claimed.send_key == order.receive_key
-            assert b.node.links.claim(order.token) is None  # a token works once
+            assert b.node.claim(order.token) is None  # a token works once
         finally:
             await mesh.close()
 
@@ -137,30 +141,30 @@ def test_frames_take_the_link_and_only_allowed_frames_come_off_it(tmp_path: Path
             c = mesh.nodes[2]
             assert a.node.ipv4 and b.node.ipv4 and c.ipv4
             sender = FakeSender()
-            a.node.links.up(key(b.node), sender)
+            a.node.up(key(b.node), sender)
             frame = tcp_frame(a.node.ipv4.packed, b.node.ipv4.packed, 20000)
-            assert a.node.links.tun_frame(frame) is True
+            assert a.node.tun_frame(frame) is True
             assert sender.queued == [frame]
             to_c = tcp_frame(a.node.ipv4.packed, c.ipv4.packed, 20000)
-            assert a.node.links.tun_frame(to_c) is False  # no link to c: UDP
+            assert a.node.tun_frame(to_c) is False  # no link to c: UDP
 
             links = b.node.links
             good = tcp_frame(a.node.ipv4.packed, b.node.ipv4.packed, 3000)
-            links.received(key(a.node), plaintext(good))
+            b.node.received(key(a.node), plaintext(good))
             assert b.written == [good] and links.counters.frames_received == 1
 
             forged = tcp_frame(c.ipv4.packed, b.node.ipv4.packed, 3000)  # c's address, from a
             elsewhere = tcp_frame(a.node.ipv4.packed, c.ipv4.packed, 3000)  # not for b
             bad_offload = tcp_frame(a.node.ipv4.packed, b.node.ipv4.packed, 3000, gso=GSO_UDP)
             before = b.node.counters.source_rejected, b.node.counters.destination_rejected
-            links.received(key(a.node), plaintext(forged, elsewhere, bad_offload, good))
+            b.node.received(key(a.node), plaintext(forged, elsewhere, bad_offload, good))
             assert b.written == [good, good]  # only the good one, after the bad ones
             assert links.counters.frames_rejected == 3
             assert b.node.counters.source_rejected == before[0] + 1
             assert b.node.counters.destination_rejected == before[1] + 1
 
             stranger = bytes(32)  # not a node this one knows
-            links.received(stranger, plaintext(good))
+            b.node.received(stranger, plaintext(good))
             assert b.written == [good, good] and links.counters.frames_rejected == 4
         finally:
             await mesh.close()
@@ -175,7 +179,7 @@ def test_a_linked_peer_sending_over_udp_ends_the_link(tmp_path: Path) -> None:
             a, b = mesh.nodes[0], enable(mesh.nodes[1])
             assert a.ipv4 is not None and b.node.ipv4 is not None
             sender = FakeSender()
-            b.node.links.up(key(a), sender)
+            b.node.up(key(a), sender)
             a.tun_packet(echo_request(a.ipv4, b.node.ipv4, 7))  # a has no link: UDP
             assert sender.abandoned == []  # within the settle time: packets in flight
             ping = echo_request(a.ipv4, b.node.ipv4, 8)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gossipmesh.node import MESH_MTU
+from gossipmesh.node.options import MESH_MTU
 from tests.support.mesh_lab import (
     MeshLab,
     assert_full_size_packets_pass,

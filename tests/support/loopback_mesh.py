@@ -22,7 +22,8 @@ from pathlib import Path
 from gossipmesh.icmp import internet_checksum
 from gossipmesh.identity import Identity
 from gossipmesh.membership import NetworkSecret
-from gossipmesh.node import Node, NodeOptions
+from gossipmesh.node.options import NodeOptions
+from gossipmesh.runtime.node_runner import NodeRunner as Node
 
 SECRET = NetworkSecret(b"loopback mesh test secret 0123456789")
 

@@ -306,7 +306,7 @@ def ping_until(source: DaemonNode, address: str, timeout: float = CONVERGE_TIMEO
 
 def assert_full_size_packets_pass(source: DaemonNode, target: DaemonNode) -> None:
     """Pings of exactly the TUN MTU (1328), DF set, cross the path both ways, v4 and v6."""
-    from gossipmesh.node import MESH_MTU
+    from gossipmesh.node.options import MESH_MTU
 
     for address, headers in ((target.ipv4, 28), (target.ipv6, 48)):
         source.namespace.run(

@@ -243,15 +243,13 @@ def test_import_contracts_are_kept() -> None:
 
 
 def test_statefiles_is_a_leaf(import_graph: dict[str, Any]) -> None:
-    """runtime/statefiles.py imports only the stdlib and gossipmesh.errors.
+    """statefiles.py imports only the stdlib and gossipmesh.errors.
 
     Lower layers (the node, discovery's peer cache) read and write state
     files through it, so it must drag nothing else in with it.
     """
     imported = {
-        target
-        for source, target, _ in import_graph["edges"]
-        if source == "gossipmesh.runtime.statefiles"
+        target for source, target, _ in import_graph["edges"] if source == "gossipmesh.statefiles"
     }
     allowed = {"gossipmesh.errors"}
     unexpected = {
@@ -259,4 +257,4 @@ def test_statefiles_is_a_leaf(import_graph: dict[str, Any]) -> None:
         for name in imported - allowed
         if name.startswith("gossipmesh") or name.split(".")[0] not in sys.stdlib_module_names
     }
-    assert not unexpected, f"gossipmesh.runtime.statefiles imports {sorted(unexpected)}"
+    assert not unexpected, f"gossipmesh.statefiles imports {sorted(unexpected)}"

@@ -18,7 +18,7 @@ import pytest
 
 from gossipmesh.links.frames import FrameOpener, FrameSealer, preamble, split_items
 from gossipmesh.links.planner import AcceptedToken, ConnectOrder
-from gossipmesh.node_links import LinkSender, NodeLinks
+from gossipmesh.node.links import LinkSender
 from gossipmesh.runtime import links as links_module
 from gossipmesh.runtime.links import StreamLink, StreamLinks
 from tests.unit.links.support import tun_frame
@@ -34,7 +34,7 @@ DEADLINE = 10.0
 
 @dataclass
 class FakeNode:
-    """NodeLinks as runtime/links.py uses it: records every report."""
+    """The node side as runtime/links.py reports to it (`LinkReports`): records every report."""
 
     tokens: dict[bytes, AcceptedToken] = field(default_factory=dict)
     items: dict[bytes, list[bytes]] = field(default_factory=dict)
@@ -92,7 +92,7 @@ class Side:
 
 def make_side(loop: asyncio.AbstractEventLoop, max_age: float = 3600.0) -> Side:
     node = FakeNode()
-    return Side(node, StreamLinks(loop, cast(NodeLinks, node), loopback_listener(), max_age))
+    return Side(node, StreamLinks(loop, node, loopback_listener(), max_age))
 
 
 def run(body: Callable[[asyncio.AbstractEventLoop], Awaitable[None]]) -> None:

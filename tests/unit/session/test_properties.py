@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from gossipmesh.session import messages
 from gossipmesh.session.cookies import CookieChecker
-from gossipmesh.session.keypair import ACCEPTED, REPLAY_WINDOW, REPLAYED, TOO_OLD, Keypair
+from gossipmesh.session.peer import ACCEPTED, REPLAY_WINDOW, REPLAYED, TOO_OLD, Keypair
 from tests.unit.session.pair import established_pair, peer_of
 
 SETTINGS = settings(max_examples=200, deadline=None)

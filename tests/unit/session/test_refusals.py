@@ -7,8 +7,8 @@ import pytest
 from gossipmesh.session import messages
 from gossipmesh.session.crypto import LABEL_MAC1, hash_bytes, mac
 from gossipmesh.session.events import PacketReceived
-from gossipmesh.session.keypair import REPLAY_WINDOW
 from gossipmesh.session.manager import SessionManager
+from gossipmesh.session.peer import REPLAY_WINDOW
 from gossipmesh.session.timers import REJECT_AFTER_MESSAGES
 from tests.unit.session.pair import (
     IPV4_PACKET,

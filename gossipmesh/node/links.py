@@ -1,6 +1,6 @@
 """The node's side of stream links: which packets take a link, and what arrives on one.
 
-`Node` owns one `NodeLinks`. On the way out, the data plane offers every
+The node core owns one `NodeLinks`. On the way out, the data plane offers every
 TUN frame (virtio_net_hdr + packet, a TCP super-packet whole) to
 `tun_frame` before cutting it into WireGuard-sized packets: when the
 destination's node (or the node that routes the destination's leaf) has a
@@ -13,13 +13,18 @@ leaf's — plus a check of the virtio header. Negotiation messages arrive as
 control payloads (`on_message`). Links are off until the runtime calls
 `enable` (the simulator and plain-TUN daemons never do); a node with links
 off still answers offers, with a decline.
+
+It works through the forwarder's and the address map's public interfaces.
+The established links themselves are the driver's objects (`LinkSender`),
+handed in by `up()`: queueing a frame on one only buffers it, the driver
+does the sending. Connections to open leave as `ConnectLink` requests.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from gossipmesh.links.frames import VNET_SIZE, split_items
 from gossipmesh.links.messages import (
@@ -29,11 +34,14 @@ from gossipmesh.links.messages import (
     MalformedLinkMessage,
     decode_link_message,
 )
-from gossipmesh.links.planner import AcceptedToken, ConnectOrder, LinkPlanner
+from gossipmesh.links.planner import AcceptedToken, LinkPlanner
+from gossipmesh.node.address_map import AddressMap
+from gossipmesh.node.events import ConnectLink
+from gossipmesh.node.forwarding import Forwarder
+from gossipmesh.node.options import NodeCounters
+from gossipmesh.node.outbox import Outbox
+from gossipmesh.session.manager import SessionManager
 from gossipmesh.vnet import OffloadError, check_tun_frame, packets_from_tun
-
-if TYPE_CHECKING:
-    from gossipmesh.node import Node
 
 BULK_FRAME: int = 2048
 """A TUN frame longer than this is a TCP super-packet: bulk traffic worth a link."""
@@ -49,12 +57,6 @@ class LinkSender(Protocol):
     def queue(self, tun_frame: bytes) -> None: ...
 
     def abandon(self, reason: str) -> None: ...
-
-
-class LinkConnector(Protocol):
-    """The runtime's part: open the TCP connection a planner ordered."""
-
-    def connect_link(self, order: ConnectOrder, host: str) -> None: ...
 
 
 @dataclass
@@ -76,52 +78,63 @@ class LinkCounters:
 class NodeLinks:
     """Routing TUN frames onto stream links and checking what comes off them."""
 
-    def __init__(self, node: Node, planner: LinkPlanner) -> None:
-        self._node = node
+    def __init__(
+        self,
+        planner: LinkPlanner,
+        addresses: AddressMap,
+        forwarder: Forwarder,
+        sessions: SessionManager,
+        outbox: Outbox,
+        node_counters: NodeCounters,
+        service: Callable[[], None],
+        timer_scale: float = 1.0,
+    ) -> None:
         self.planner = planner
         self.counters = LinkCounters()
+        self._addresses = addresses
+        self._forwarder = forwarder
+        self._sessions = sessions
+        self._outbox = outbox
+        self._node_counters = node_counters
+        self._service = service
+        self._scale = timer_scale
         self._senders: dict[bytes, LinkSender] = {}
         self._up_at: dict[bytes, float] = {}
-        self._connector: LinkConnector | None = None
-        self._write_frame: Callable[[memoryview], None] | None = None
+        self._enabled = False
 
-    def enable(
-        self, port: int, connector: LinkConnector, write_frame: Callable[[memoryview], None]
-    ) -> None:
-        """Accept and offer links from now on; `write_frame` writes one TUN frame as it is."""
+    def enable(self, port: int) -> None:
+        """Accept and offer links from now on, on this TCP port."""
         self.planner.port = port
-        self._connector = connector
-        self._write_frame = write_frame
+        self._enabled = True
 
     @property
     def enabled(self) -> bool:
-        return self._connector is not None
+        return self._enabled
 
     # --- out: TUN -> link ----------------------------------------------------------------
 
-    def tun_frame(self, frame: bytes) -> bool:
+    def tun_frame(self, frame: bytes, now: float) -> bool:
         """Queue a TUN frame on its destination's link; False: take the UDP path."""
-        if not self._senders and self._connector is None:
+        if not self._senders and not self._enabled:
             return False
-        node = self._node
         version = frame[VNET_SIZE] >> 4
         if version == 4:
-            peer = node._peer_by_address.get(frame[26:30])
+            destination = frame[26:30]
         elif version == 6:
-            peer = node._peer_by_address.get(frame[34:50])
+            destination = frame[34:50]
         else:
             return False
-        if peer is None:  # a leaf's prefix that another node routes, or no route at all
-            peer = node._lookup_prefix(frame[VNET_SIZE : VNET_SIZE + 40], version)
-            if peer is None:
-                return False
+        # No peer: a leaf's prefix that another node routes, or no route at all.
+        peer = self._addresses.peer_for(destination)
+        if peer is None:
+            return False
         key = peer.public_key
         sender = self._senders.get(key)
-        now = node.now()
         if sender is not None:
             sender.queue(frame)
             self.counters.frames_sent += 1
-            node.tx_bytes[key] = node.tx_bytes.get(key, 0) + len(frame) - VNET_SIZE
+            tx_bytes = self._forwarder.tx_bytes
+            tx_bytes[key] = tx_bytes.get(key, 0) + len(frame) - VNET_SIZE
             if len(frame) > BULK_FRAME and self.planner.wants_link(key, now):
                 self._offer(key, now)  # this link is due for replacement
             return True
@@ -129,7 +142,7 @@ class NodeLinks:
             self._offer_if_due(key, peer.endpoint, now)
         return False
 
-    def bulk_over_udp(self, peer_key: bytes) -> None:
+    def bulk_over_udp(self, peer_key: bytes, now: float) -> None:
         """Many of the peer's datagrams came in one read: offer a link from this side.
 
         The sender of bulk data offers on its own, but its connect fails when
@@ -137,17 +150,17 @@ class NodeLinks:
         ACKs this side sends are too small to offer. Offering from here lets
         this node connect out to the peer, which NAT allows.
         """
-        if self._connector is None or peer_key in self._senders:
+        if not self._enabled or peer_key in self._senders:
             return
-        peer = self._node.sessions.peer(peer_key)
+        peer = self._sessions.peer(peer_key)
         if peer is not None:
-            self._offer_if_due(peer_key, peer.endpoint, self._node.now())
+            self._offer_if_due(peer_key, peer.endpoint, now)
 
     def _offer_if_due(self, peer_key: bytes, endpoint: object, now: float) -> None:
         """Offer a link to a node on a direct path, if links are on and the planner wants one."""
         if (
-            self._connector is not None
-            and peer_key in self._node._node_by_x25519
+            self._enabled
+            and peer_key in self._addresses.node_by_x25519
             and type(endpoint) is tuple
             and self.planner.wants_link(peer_key, now)
         ):
@@ -157,23 +170,24 @@ class NodeLinks:
         payload = self.planner.make_offer(peer_key, now)
         if payload is not None:
             self.counters.offers_sent += 1
-            self._node.sessions.send(peer_key, payload, now)
-            self._node._service()
+            self._sessions.send(peer_key, payload, now)
+            self._service()
 
     # --- in: link -> TUN -------------------------------------------------------------------
 
-    def received(self, peer_key: bytes, plaintext: bytes) -> None:
+    def received(self, peer_key: bytes, plaintext: bytes, now: float) -> None:
         """One opened frame from a peer's link; LinkError (the link must close) if malformed."""
-        node = self._node
-        owner = node._node_by_x25519.get(peer_key)
+        addresses = self._addresses
+        owner = addresses.node_by_x25519.get(peer_key)
         items = split_items(plaintext)
         counters = self.counters
-        if owner is None or self._write_frame is None:
+        node_counters = self._node_counters
+        if owner is None or not self._enabled:
             counters.frames_rejected += len(items)
             return
-        write = self._write_frame
-        local = node._local_addresses
-        by_address = node.directory.by_address
+        frames_out = self._outbox.tun_frames
+        local = addresses.local
+        by_address = addresses.directory.by_address
         allowed: bytes | None = None
         received_bytes = 0
         for item in items:
@@ -187,21 +201,21 @@ class NodeLinks:
             else:
                 source, destination = bytes(item[18:34]), bytes(item[34:50])
             if source != allowed:
-                if by_address.get(source) != owner and not node._owns_prefix(owner, source):
+                if by_address.get(source) != owner and not addresses.may_send_from(owner, source):
                     counters.frames_rejected += 1
-                    node.counters.source_rejected += 1
+                    node_counters.source_rejected += 1
                     continue
                 allowed = source
             received_bytes += len(item) - VNET_SIZE
             if destination in local:
                 counters.frames_received += 1
-                node.counters.delivered += 1
-                write(item)
+                node_counters.delivered += 1
+                frames_out.append(item)
                 continue
-            leaf_peer = node._leaf_peer_by_address.get(destination)
+            leaf_peer = addresses.leaf_peer_by_address.get(destination)
             if leaf_peer is None:
                 counters.frames_rejected += 1
-                node.counters.destination_rejected += 1
+                node_counters.destination_rejected += 1
                 continue
             counters.frames_received += 1
             try:
@@ -210,51 +224,50 @@ class NodeLinks:
                 counters.frames_rejected += 1
                 continue
             for packet in packets:  # a stock WireGuard leaf takes plain packets
-                node._encrypt_and_send(leaf_peer, packet)
-        node.rx_bytes[peer_key] = node.rx_bytes.get(peer_key, 0) + received_bytes
+                self._forwarder.encrypt_and_send(leaf_peer, packet, now)
+        rx_bytes = self._forwarder.rx_bytes
+        rx_bytes[peer_key] = rx_bytes.get(peer_key, 0) + received_bytes
 
     # --- negotiation ---------------------------------------------------------------------
 
-    def on_message(self, peer_key: bytes, node_id: bytes, payload: bytes) -> None:
+    def on_message(self, peer_key: bytes, node_id: bytes, payload: bytes, now: float) -> None:
         """A LINK_OFFER, LINK_ACCEPT or LINK_DECLINE from a node's session."""
         try:
             message = decode_link_message(payload)
         except MalformedLinkMessage:
-            self._node.counters.control_malformed += 1
+            self._node_counters.control_malformed += 1
             return
-        node = self._node
-        now = node.now()
         if isinstance(message, LinkOffer):
             answer = self.planner.on_offer(peer_key, node_id, message, now)
-            node.sessions.send(peer_key, answer, now)
+            self._sessions.send(peer_key, answer, now)
         elif isinstance(message, LinkAccept):
             order = self.planner.on_accept(peer_key, message, now)
             if order is None:
                 return
             self.counters.offers_answered += 1
-            peer = node.sessions.peer(peer_key)
+            peer = self._sessions.peer(peer_key)
             endpoint = peer.endpoint if peer is not None else None
-            if self._connector is None or type(endpoint) is not tuple:
+            if not self._enabled or type(endpoint) is not tuple:
                 self.planner.connect_failed(peer_key, now)
                 return
-            self._connector.connect_link(order, endpoint[0])
+            self._outbox.request(ConnectLink(order, endpoint[0]))
         elif isinstance(message, LinkDecline):
             self.counters.offers_answered += 1
             self.planner.on_decline(peer_key, message, now)
 
     # --- the runtime's reports ---------------------------------------------------------
 
-    def claim(self, token: bytes) -> AcceptedToken | None:
-        return self.planner.claim(token, self._node.now())
+    def claim(self, token: bytes, now: float) -> AcceptedToken | None:
+        return self.planner.claim(token, now)
 
-    def up(self, peer_key: bytes, sender: LinkSender) -> None:
+    def up(self, peer_key: bytes, sender: LinkSender, now: float) -> None:
         """A link to the peer is established: send on it from now on (it replaces any older)."""
         self._senders[peer_key] = sender
-        self._up_at[peer_key] = self._node.now()
-        self.planner.link_up(peer_key, self._node.now())
+        self._up_at[peer_key] = now
+        self.planner.link_up(peer_key, now)
         self.counters.links_opened += 1
 
-    def down(self, peer_key: bytes, sender: LinkSender, *, failed: bool) -> None:
+    def down(self, peer_key: bytes, sender: LinkSender, now: float, *, failed: bool) -> None:
         """A link closed; if it was the peer's current one, traffic returns to UDP."""
         if failed:
             self.counters.links_failed += 1
@@ -263,9 +276,9 @@ class NodeLinks:
         if self._senders.get(peer_key) is sender:
             del self._senders[peer_key]
             self._up_at.pop(peer_key, None)
-            self.planner.link_down(peer_key, self._node.now(), failed=failed)
+            self.planner.link_down(peer_key, now, failed=failed)
 
-    def udp_from_linked_peer(self, peer_key: bytes) -> None:
+    def udp_from_linked_peer(self, peer_key: bytes, now: float) -> None:
         """The peer sent one of its own packets over UDP although we share a link.
 
         A node sends everything for a linked peer on the link, so this means
@@ -276,15 +289,18 @@ class NodeLinks:
         sender = self._senders.get(peer_key)
         if sender is None:
             return
-        node = self._node
-        if node.now() - self._up_at.get(peer_key, 0.0) < LINK_SETTLE / node.options.timer_scale:
+        if now - self._up_at.get(peer_key, 0.0) < LINK_SETTLE / self._scale:
             return
         self.counters.links_abandoned += 1
         sender.abandon("the peer sends over UDP: its side of the link is gone")
 
-    def connect_failed(self, peer_key: bytes) -> None:
+    def connect_failed(self, peer_key: bytes, now: float) -> None:
         self.counters.links_failed += 1
-        self.planner.connect_failed(peer_key, self._node.now())
+        self.planner.connect_failed(peer_key, now)
+
+    def forget(self, peer_key: bytes) -> None:
+        """The peer's record is gone: so is its planner state (a link expires with its keys)."""
+        self.planner.forget(peer_key)
 
     def has_link(self, peer_key: bytes) -> bool:
         return peer_key in self._senders

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gossipmesh.errors import UsageError
-from gossipmesh.runtime.statefiles import (
+from gossipmesh.statefiles import (
     InstanceLock,
     StateDir,
     StateError,
@@ -39,7 +39,7 @@ def test_failed_write_keeps_the_old_content(tmp_path: Path) -> None:
     write_json(path, {"counter": 1})
     script = (
         "import resource, signal, sys, pathlib\n"
-        "from gossipmesh.runtime.statefiles import StateError, write_json\n"
+        "from gossipmesh.statefiles import StateError, write_json\n"
         "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))\n"
         "try:\n"
@@ -68,7 +68,7 @@ def test_second_instance_is_refused_and_lock_dies_with_its_holder(tmp_path: Path
             sys.executable,
             "-c",
             "import sys, pathlib\n"
-            "from gossipmesh.runtime.statefiles import InstanceLock\n"
+            "from gossipmesh.statefiles import InstanceLock\n"
             f"InstanceLock(pathlib.Path({str(lock_path)!r})).acquire('x')\n"
             "print('locked', flush=True)\n"
             "sys.stdin.read()\n",

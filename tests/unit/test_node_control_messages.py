@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gossipmesh.node_messages import (
+from gossipmesh.node.messages import (
     MAX_MESSAGE_BYTES,
     MalformedNodeMessage,
     decode_echo,

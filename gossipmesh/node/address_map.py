@@ -1,0 +1,102 @@
+"""Who owns which overlay address: the data plane's look-ups, rebuilt on directory change.
+
+One dict look-up per packet maps a destination address to its session
+peer; the reverse map (session key -> node id) tells whose packet arrived,
+and the source check makes sure a node only sends from its own addresses
+or the prefixes of its leaves. Leaves (stock WireGuard peers attached to
+this node) are session peers with no record: their prefixes are local.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from gossipmesh.directory import Directory, Resolved
+from gossipmesh.leaves import LeafPeer
+from gossipmesh.session.manager import SessionManager
+from gossipmesh.session.peer import Peer
+
+
+class AddressMap:
+    """Overlay address -> session peer, session key -> node, and what is local."""
+
+    def __init__(self, directory: Directory, sessions: SessionManager, own_id: bytes) -> None:
+        self.directory = directory
+        self._sessions = sessions
+        self._own_id = own_id
+        self.peer_by_address: dict[bytes, Peer] = {}
+        self.node_by_x25519: dict[bytes, bytes] = {}
+        self.local: set[bytes] = set()
+        """Destination addresses delivered to this host's TUN (raw bytes)."""
+        self.leaf_by_x25519: dict[bytes, LeafPeer] = {}
+        self.leaf_peer_by_address: dict[bytes, Peer] = {}
+
+    def add_local(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
+        self.local.add(address.packed)
+
+    def remove_local(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
+        self.local.discard(address.packed)
+
+    def add_leaf(self, leaf: LeafPeer, now: float) -> None:
+        peer = self._sessions.add_peer(leaf.public_key, now)
+        self.leaf_by_x25519[leaf.public_key] = leaf
+        for prefix in leaf.addresses:
+            if prefix.num_addresses == 1:
+                self.leaf_peer_by_address[prefix.network_address.packed] = peer
+
+    def rebuild(self, now: float) -> tuple[list[Resolved], set[bytes]]:
+        """Re-index after a directory change: (entries new to the sessions, departed keys)."""
+        peer_by_address: dict[bytes, Peer] = {}
+        node_by_x25519: dict[bytes, bytes] = {}
+        newcomers = []
+        sessions = self._sessions
+        for entry in self.directory:
+            if entry.node_id == self._own_id:
+                continue
+            key = entry.x25519_public_key
+            if key not in self.node_by_x25519:
+                newcomers.append(entry)
+            peer = sessions.add_peer(key, now)
+            node_by_x25519[key] = entry.node_id
+            if entry.ipv4 is not None:
+                peer_by_address[entry.ipv4.packed] = peer
+            peer_by_address[entry.ipv6.packed] = peer
+        peer_by_address.update(self.leaf_peer_by_address)
+        departed = self.node_by_x25519.keys() - node_by_x25519.keys()
+        self.peer_by_address = peer_by_address
+        self.node_by_x25519 = node_by_x25519
+        return newcomers, departed
+
+    def peer_for(self, raw_address: bytes) -> Peer | None:
+        """The session peer for a destination: a node's address, a leaf, or a routed prefix."""
+        peer = self.peer_by_address.get(raw_address)
+        return peer if peer is not None else self.peer_for_prefix(raw_address)
+
+    def peer_for_prefix(self, raw_address: bytes) -> Peer | None:
+        """The slow path for leaf prefixes routed by other nodes."""
+        try:
+            address = ipaddress.ip_address(raw_address)
+        except ValueError:
+            return None
+        entry = self.directory.lookup_address(address)
+        if entry is None or entry.node_id == self._own_id:
+            return None
+        return self._sessions.peer(entry.x25519_public_key)
+
+    def may_send_from(self, owner: bytes, source: bytes) -> bool:
+        """Whether node `owner` may send from `source`: its own address or its leaves' prefix."""
+        if self.directory.by_address.get(source) == owner:
+            return True
+        try:
+            address = ipaddress.ip_address(source)
+        except ValueError:
+            return False
+        entry = self.directory.lookup_address(address)
+        return entry is not None and entry.node_id == owner
+
+    def leaf_may_send_from(self, peer_key: bytes, source: bytes) -> bool:
+        leaf = self.leaf_by_x25519.get(peer_key)
+        if leaf is None:
+            return False
+        address = ipaddress.ip_address(source)
+        return any(address in prefix for prefix in leaf.addresses)

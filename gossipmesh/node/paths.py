@@ -1,0 +1,250 @@
+"""Path selection: how this node reaches each peer, as an explicit state machine.
+
+States (`PathState`), per peer:
+
+- UNPROBED: known from a record, no direct path tried yet (or tried and lost);
+- PROBING: sealed DHT echoes are out to its advertised endpoints
+  (a `ProbeEndpoints` request; the driver reports the first to answer);
+- RELAYED: no direct path answered; its session runs through the routing
+  table's relays (`RelayAddress`) and we asked it to probe us back
+  (RENDEZVOUS), since our failed probe opened our NAT toward it;
+- DIRECT: a session datagram or handshake arrived over a direct UDP path:
+  it is a routing neighbour.
+
+Transitions: probe round or newcomer -> PROBING; probe answered -> DIRECT
+once the handshake (or any datagram) confirms it; probe failed -> RELAYED
+(or UNPROBED without a route); neighbour dead or handshake abandoned ->
+RELAYED. A peer's rendezvous request starts a probe that does not ask back,
+so two nodes that cannot punch (symmetric NATs) do not ping-pong.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+
+from gossipmesh.directory import Directory, Resolved
+from gossipmesh.node.address_map import AddressMap
+from gossipmesh.node.events import Address, PeerDown, PeerUp, ProbeEndpoints, RelayAddress
+from gossipmesh.node.options import NodeCounters, NodeOptions
+from gossipmesh.node.outbox import Outbox
+from gossipmesh.routing.core import RoutingCore
+from gossipmesh.session.manager import SessionManager
+from gossipmesh.wire import PayloadKind
+
+RENDEZVOUS_REQUEST = bytes([PayloadKind.RENDEZVOUS, 1])
+"""'Probe me now': sent through relays after our direct probe failed (version 1)."""
+
+
+class PathState(enum.Enum):
+    UNPROBED = "unprobed"
+    PROBING = "probing"
+    RELAYED = "relayed"
+    DIRECT = "direct"
+
+
+@dataclass
+class PeerPath:
+    """How the node currently reaches one peer."""
+
+    state: PathState = PathState.UNPROBED
+    direct: Address | None = None
+    """The direct UDP endpoint that last answered a probe or a packet."""
+
+    @property
+    def neighbour(self) -> bool:
+        return self.state is PathState.DIRECT
+
+
+class PathSelector:
+    """Probing, rendezvous, and the direct-or-relayed choice for every peer."""
+
+    def __init__(
+        self,
+        options: NodeOptions,
+        directory: Directory,
+        addresses: AddressMap,
+        sessions: SessionManager,
+        routing: RoutingCore,
+        outbox: Outbox,
+        counters: NodeCounters,
+        rng: random.Random,
+    ) -> None:
+        self._options = options
+        self._directory = directory
+        self._addresses = addresses
+        self._sessions = sessions
+        self._routing = routing
+        self._outbox = outbox
+        self._counters = counters
+        self._rng = rng
+        self.paths: dict[bytes, PeerPath] = {}
+        self._probing: set[bytes] = set()
+        self._rendezvous_answered: dict[bytes, float] = {}
+        self.own_endpoints: set[Address] = set(options.host_endpoints)
+        """Our own addresses (host and reflexive): never probed as a peer's."""
+        self.on_neighbour_up: Callable[[bytes], None] = lambda node_id: None
+        self.on_round_done: Callable[[float], None] = lambda now: None
+        """Called when every probe of a probe round has finished."""
+        self._round: set[bytes] = set()
+
+    def path(self, node_id: bytes) -> PeerPath:
+        return self.paths.setdefault(node_id, PeerPath())
+
+    def is_neighbour(self, node_id: bytes) -> bool:
+        path = self.paths.get(node_id)
+        return path is not None and path.neighbour
+
+    # --- probing ---------------------------------------------------------------------
+
+    def probe_round(self, now: float) -> None:
+        """Find direct paths to non-neighbours; reach the rest through relays."""
+        neighbours = self._routing.neighbours()
+        own_id = self._routing.own_id
+        targets = [
+            entry
+            for entry in self._directory
+            if entry.node_id != own_id
+            and entry.node_id not in neighbours
+            and entry.node_id not in self._probing
+        ]
+        self._rng.shuffle(targets)
+        room = max(0, self._options.max_neighbours - len(neighbours))
+        chosen = targets[: max(room, 4)]
+        self._round = {entry.node_id for entry in chosen}
+        for entry in chosen:
+            self.probe(entry)
+        if not chosen:
+            self.on_round_done(now)
+
+    def probe_newcomers(self, newcomers: list[Resolved]) -> None:
+        """Look for a direct path to new nodes at once, while there is room for neighbours."""
+        room = self._options.max_neighbours - len(self._routing.neighbours())
+        for entry in newcomers[: max(room, 0)]:
+            if entry.node_id not in self._probing:
+                self.probe(entry)
+
+    def probe(self, entry: Resolved, *, answering: bool = False) -> None:
+        self._probing.add(entry.node_id)
+        path = self.path(entry.node_id)
+        if path.state is PathState.UNPROBED:
+            path.state = PathState.PROBING
+        self._outbox.request(
+            ProbeEndpoints(entry.node_id, tuple(self._candidates(entry)), answering)
+        )
+
+    def _candidates(self, entry: Resolved) -> list[Address]:
+        """The peer's endpoints worth probing, never one of our own.
+
+        Two sites often use the same private subnet: the peer's host address
+        can be ours, and our own echo would answer the probe, making a
+        "direct" path to ourselves that never carries a packet.
+        """
+        endpoints = [(e.host, e.port) for e in entry.record.endpoints if e.port]
+        path = self.paths.get(entry.node_id)
+        if path is not None and path.direct is not None and path.direct not in endpoints:
+            endpoints.insert(0, path.direct)
+        return [endpoint for endpoint in endpoints if endpoint not in self.own_endpoints]
+
+    def probe_finished(
+        self, node_id: bytes, endpoint: Address | None, answering: bool, now: float
+    ) -> None:
+        """The driver's report: which candidate answered first, or None."""
+        self._probing.discard(node_id)
+        if node_id in self._round:
+            self._round.discard(node_id)
+            if not self._round:
+                self.on_round_done(now)
+        entry = self._directory.get(node_id)
+        if entry is None:
+            return
+        path = self.path(node_id)
+        if path.state is PathState.PROBING:
+            path.state = PathState.UNPROBED
+        if endpoint is not None:
+            self._use_direct(entry, endpoint, now)
+            return
+        self.use_relay(node_id, now)
+        if not answering and self._routing.route(node_id) is not None:
+            self._counters.rendezvous_sent += 1
+            self._sessions.send(entry.x25519_public_key, RENDEZVOUS_REQUEST, now)
+
+    def on_rendezvous(self, node_id: bytes, now: float) -> None:
+        """A peer failed to reach us directly and asks us to probe it back now."""
+        entry = self._directory.get(node_id)
+        if entry is None or node_id in self._probing or self.is_neighbour(node_id):
+            return
+        last = self._rendezvous_answered.get(node_id)
+        interval = self._options.probe_interval / self._options.timer_scale
+        if last is not None and now - last < interval:
+            return  # at most one answer per probe interval and peer
+        self._rendezvous_answered[node_id] = now
+        self._counters.rendezvous_answered += 1
+        self.probe(entry, answering=True)
+
+    # --- choosing the path -----------------------------------------------------------------
+
+    def _use_direct(self, entry: Resolved, endpoint: Address, now: float) -> None:
+        self.path(entry.node_id).direct = endpoint
+        peer = self._sessions.peer(entry.x25519_public_key)
+        if peer is None:
+            return
+        peer.endpoint = endpoint
+        self._sessions.initiate_handshake(entry.x25519_public_key, now)
+
+    def use_relay(self, node_id: bytes, now: float) -> None:
+        """Point the session at the relays, unless a direct path is in use."""
+        path = self.path(node_id)
+        if path.neighbour:
+            return
+        entry = self._directory.get(node_id)
+        if entry is None or self._routing.route(node_id) is None:
+            return
+        if path.state is not PathState.PROBING:
+            path.state = PathState.RELAYED
+        peer = self._sessions.peer(entry.x25519_public_key)
+        if peer is not None and not isinstance(peer.endpoint, RelayAddress):
+            peer.endpoint = RelayAddress(node_id)
+            if peer.staged:
+                self._sessions.initiate_handshake(entry.x25519_public_key, now)
+
+    def mark_direct(self, peer_key: bytes, endpoint: Hashable, wall: float) -> None:
+        """A session datagram came over a direct path: the peer is a neighbour."""
+        node_id = self._addresses.node_by_x25519.get(peer_key)
+        if node_id is None or not isinstance(endpoint, tuple):
+            return
+        path = self.path(node_id)
+        path.direct = endpoint
+        if not path.neighbour:
+            path.state = PathState.DIRECT
+            self._routing.neighbour_up(node_id, wall)
+            self._outbox.event(PeerUp(node_id, endpoint))
+            self.on_neighbour_up(node_id)
+
+    def neighbour_dead(self, node_id: bytes, now: float) -> None:
+        path = self.paths.get(node_id)
+        if path is not None and path.neighbour:
+            path.state = PathState.UNPROBED
+            self._outbox.event(PeerDown(node_id))
+        self.use_relay(node_id, now)
+
+    def handshake_abandoned(self, peer_key: bytes, now: float) -> None:
+        node_id = self._addresses.node_by_x25519.get(peer_key)
+        if node_id is not None:
+            self.use_relay(node_id, now)
+
+    def live_direct_endpoint(self, node_id: bytes) -> Address | None:
+        """The direct endpoint in use for a node, if the path is still live.
+
+        A session keeps its last endpoint after the node leaves or dies: it is
+        only a direct path while the node is a live neighbour or routable.
+        """
+        entry = self._directory.get(node_id)
+        peer = None if entry is None else self._sessions.peer(entry.x25519_public_key)
+        if peer is None or type(peer.endpoint) is not tuple:
+            return None
+        if self.is_neighbour(node_id) or self._routing.route(node_id) is not None:
+            return peer.endpoint
+        return None

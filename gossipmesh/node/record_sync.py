@@ -1,0 +1,199 @@
+"""Records: this node's own, and fetching, verifying and handing over everyone else's.
+
+Sources of records, cheapest first: broadcasts and handovers from
+neighbours (NODE_RECORDS), answers to RECORD_REQUEST sent to every
+neighbour, and DHT look-ups (a `FetchRecords` request the driver carries
+out). Every record is verified (`records.validate`) before the directory
+takes it; a newer record replaces an older one by sequence number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from gossipmesh.directory import ROUTED_PREFIXES_EXTENSION, Directory, encode_prefixes
+from gossipmesh.identity import Identity
+from gossipmesh.node.events import FetchRecords, NameChanged, PublishRecords
+from gossipmesh.node.messages import encode_record_request, encode_records
+from gossipmesh.node.options import NodeCounters, NodeOptions
+from gossipmesh.node.outbox import Outbox
+from gossipmesh.node.own_address import OwnAddress
+from gossipmesh.records import (
+    Endpoint,
+    EndpointKind,
+    NameRecord,
+    NodeRecord,
+    RecordError,
+    decode_record,
+    validate,
+)
+from gossipmesh.routing.core import RoutingCore
+
+NODE_RECORD_BROADCAST = b"\x01"
+"""Prefix of a broadcast body that carries a signed node record."""
+MAX_LOOKUPS_PER_ROUND = 16
+URGENT_FETCH_INTERVAL = 1.0
+
+
+class RecordSync:
+    """The directory's supply of verified records, and this node's own publication."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        options: NodeOptions,
+        directory: Directory,
+        own: OwnAddress,
+        routing: RoutingCore,
+        outbox: Outbox,
+        counters: NodeCounters,
+        send_control: Callable[[bytes, bytes], None],
+    ) -> None:
+        self._identity = identity
+        self._options = options
+        self._directory = directory
+        self._own = own
+        self._routing = routing
+        self._outbox = outbox
+        self._counters = counters
+        self._send_control = send_control
+        self.on_change: Callable[[], None] = lambda: None
+        """Called after the directory changed (the core re-indexes)."""
+        self.dht_contacts: set[bytes] = set()
+        """Node ids the DHT's routing table holds, as last reported by the driver."""
+        self._last_urgent_fetch = float("-inf")
+        self._names: dict[bytes, str | None] = {}
+
+    # --- this node's records -----------------------------------------------------------
+
+    def own_template(self, wall: float) -> NodeRecord:
+        """This node's claims as a record template (the DHT service signs publications)."""
+        issued = int(wall)
+        options = self._options
+        endpoints = tuple(
+            Endpoint(EndpointKind.HOST, host, port) for host, port in options.host_endpoints
+        )
+        prefixes = [prefix for leaf in options.leaves for prefix in leaf.addresses]
+        extensions = ((ROUTED_PREFIXES_EXTENSION, encode_prefixes(prefixes)),) if prefixes else ()
+        name = options.name or ""
+        return NodeRecord(
+            public_key=self._identity.public_key,
+            sequence=max(1, int(wall * 1000)),
+            issued_at=issued,
+            expires_at=issued + options.record_lifetime,
+            ipv4_counter=self._own.counter,
+            ipv4_held_since=self._own.held_since,
+            name=name,
+            name_claimed_since=self._own.name_claimed_since if name else 0,
+            endpoints=endpoints,
+            extensions=extensions,
+        )
+
+    def publish(self, wall: float) -> None:
+        """Ask the driver to publish our records in the DHT."""
+        template = self.own_template(wall)
+        name_record = None
+        if template.name:
+            name_record = NameRecord(
+                name=template.name,
+                public_key=template.public_key,
+                claimed_since=template.name_claimed_since,
+                sequence=template.sequence,
+                issued_at=template.issued_at,
+                expires_at=template.expires_at,
+            )
+        self._outbox.request(PublishRecords(template, name_record))
+
+    def published(self, record: NodeRecord | None, wall: float) -> None:
+        """The DHT service signed and published `record`: gossip the same bytes."""
+        if record is None:
+            return
+        if self._directory.update(record):
+            self.on_change()
+        self._routing.broadcast(NODE_RECORD_BROADCAST + record.encode(), wall)
+
+    # --- others' records -----------------------------------------------------------------
+
+    def accept(self, data: bytes, wall: float) -> NodeRecord | None:
+        """Verify an encoded node record from a peer; add it if it is news."""
+        try:
+            record = decode_record(data)
+            held = (
+                self._directory.record(record.node_id) if isinstance(record, NodeRecord) else None
+            )
+            validated = validate(record, wall, held)
+        except RecordError:
+            self._counters.records_refused += 1
+            return None
+        if not isinstance(validated, NodeRecord) or validated.node_id == self._identity.node_id:
+            return None
+        if self._directory.update(validated):
+            self.on_change()
+        return validated
+
+    def accept_broadcast(self, body: bytes, wall: float) -> None:
+        if body.startswith(NODE_RECORD_BROADCAST):
+            self.accept(body[len(NODE_RECORD_BROADCAST) :], wall)
+
+    def fetched(self, records: list[NodeRecord]) -> None:
+        """Records the DHT look-ups found (the DHT service verified them)."""
+        changed = False
+        for record in records:
+            if record.node_id != self._identity.node_id and self._directory.update(record):
+                changed = True
+        if changed:
+            self.on_change()
+
+    def directory_round(self, wall: float, *, periodic: bool = True) -> None:
+        """Drop expired records; fetch those of nodes we know of but hold no record for."""
+        expired = [
+            entry.node_id
+            for entry in self._directory
+            if entry.node_id != self._identity.node_id and entry.record.expires_at < wall
+        ]
+        for node_id in expired:
+            self._directory.remove(node_id)
+        if expired:
+            self.on_change()
+        known = {entry.node_id for entry in self._directory}
+        wanted = set(self._routing.records()) | self.dht_contacts
+        missing = sorted(wanted - known)
+        neighbours = sorted(self._routing.neighbours())
+        if missing and neighbours:
+            # Every neighbour, not one at random: a record then spreads at least
+            # one hop per round, even where the DHT cannot reach its holders.
+            request = encode_record_request(missing)
+            for neighbour in neighbours:
+                self._send_control(neighbour, request)
+        # Always asked, even with nothing missing: the answer refreshes dht_contacts.
+        self._outbox.request(FetchRecords(tuple(missing[:MAX_LOOKUPS_PER_ROUND]), periodic))
+
+    def fetch_soon(self, now: float) -> bool:
+        """A handshake came from a key we hold no record for: run a directory round now?
+
+        Without this the newcomer's handshake is refused until our next
+        directory round (5 s) and its retry (another 5 s); once its record is
+        here, the newcomer probe answers it with a handshake of our own.
+        """
+        if now - self._last_urgent_fetch < URGENT_FETCH_INTERVAL:
+            return False
+        self._last_urgent_fetch = now
+        return True
+
+    def hand_over(self, node_id: bytes) -> None:
+        """A new neighbour may lack records we hold: send them all."""
+        for message in encode_records(r.encode() for r in self._directory.records()):
+            self._send_control(node_id, message)
+
+    def answer_request(self, node_id: bytes, wanted_ids: list[bytes]) -> None:
+        wanted = [self._directory.record(n) for n in wanted_ids]
+        for message in encode_records(r.encode() for r in wanted if r is not None):
+            self._send_control(node_id, message)
+
+    def report_names(self) -> None:
+        """After a directory change: a `NameChanged` for every node whose name moved."""
+        names = {entry.node_id: entry.name for entry in self._directory}
+        for node_id, name in names.items():
+            if self._names.get(node_id, "") != name:
+                self._outbox.event(NameChanged(node_id, name))
+        self._names = names
