@@ -35,6 +35,7 @@ from gossipmesh.node.options import MESH_MTU, NodeOptions
 from gossipmesh.runtime.busypoll import install_busy_poll
 from gossipmesh.runtime.control import ControlServer
 from gossipmesh.runtime.dataplane import DataPlane, OffloadTunDevice, open_offload_tun
+from gossipmesh.runtime.heap import keep_freed_memory
 from gossipmesh.runtime.links import StreamLinks, open_link_listener
 from gossipmesh.runtime.logs import configure_logging
 from gossipmesh.runtime.node_runner import NodeRunner
@@ -343,6 +344,7 @@ def run_daemon(settings: Settings) -> None:
     """Everything `gossipmesh up` does, in the foreground, until a stop signal."""
     configure_logging(settings.log_level, settings.log_format)
     preflight()
+    keep_freed_memory()
     state = StateDir(settings.state_dir or default_state_dir(settings.interface))
     state.create()
     lock = InstanceLock(state.lock_file)
