@@ -36,13 +36,13 @@ def parse_node(entry: object) -> Node | None:
         return None
     if not isinstance(host, str) or isinstance(port, bool) or not isinstance(port, int):
         return None
-    if not 1 <= port <= 65535 or not _is_ip_literal(host):
+    if not 1 <= port <= 65535 or not is_ip_literal(host):
         return None
     return Node(node_id, host, port)
 
 
 @functools.lru_cache(maxsize=4096)
-def _is_ip_literal(host: str) -> bool:
+def is_ip_literal(host: str) -> bool:
     """Cached: replies repeat the same few hosts, and ipaddress parsing is slow."""
     try:
         ipaddress.ip_address(host)

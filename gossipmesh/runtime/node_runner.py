@@ -22,6 +22,7 @@ from typing import Any
 
 from gossipmesh.addressing import ipv6_for
 from gossipmesh.directory import Directory, Resolved
+from gossipmesh.discovery.crawling import is_ip_literal
 from gossipmesh.discovery.service import Discovery
 from gossipmesh.identity import Identity
 from gossipmesh.links.planner import AcceptedToken
@@ -302,7 +303,7 @@ class NodeRunner:
             # No peer ever answered: ask the bootstrap nodes, so that a node whose
             # UDP is blocked reports "blocked", not "untested" (host names skipped:
             # resolving them is the runtime's job).
-            peers = [addr for addr in self.options.bootstrap if _is_ip_literal(addr[0])]
+            peers = [addr for addr in self.options.bootstrap if is_ip_literal(addr[0])]
             peers = peers[:max_peers]
         observed = await asyncio.gather(*(self.discovery.observe(addr) for addr in peers))
         return netcheck_report(peers, list(observed), self.options.host_endpoints)
@@ -323,11 +324,3 @@ class NodeRunner:
 
     def describe_path(self, node_id: bytes) -> str:
         return self.views.describe_path(node_id)
-
-
-def _is_ip_literal(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True

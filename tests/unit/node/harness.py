@@ -10,13 +10,10 @@ handshakes, probing, relaying, records, routes — is the real code.
 
 from __future__ import annotations
 
-import ipaddress
 import random
-import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-from gossipmesh.icmp import internet_checksum
 from gossipmesh.identity import Identity
 from gossipmesh.membership import NetworkSecret
 from gossipmesh.node.core import NodeCore
@@ -225,26 +222,3 @@ class CoreNet:
 
     def run_for(self, seconds: float) -> None:
         self.run_until(self.now + seconds)
-
-
-def echo_packet(
-    source: ipaddress.IPv4Address, destination: ipaddress.IPv4Address, ident: int, size: int = 56
-) -> bytes:
-    """An ICMP echo request as the TUN would hand it over."""
-    icmp = struct.pack("!BBHHH", 8, 0, 0, ident & 0xFFFF, 1) + bytes(size)
-    icmp = icmp[:2] + struct.pack("!H", internet_checksum(icmp)) + icmp[4:]
-    header = struct.pack(
-        "!BBHHHBBH4s4s",
-        0x45,
-        0,
-        20 + len(icmp),
-        ident & 0xFFFF,
-        0x4000,
-        64,
-        1,
-        0,
-        source.packed,
-        destination.packed,
-    )
-    header = header[:10] + struct.pack("!H", internet_checksum(header)) + header[12:]
-    return header + icmp

@@ -12,8 +12,9 @@ from gossipmesh.node.core import NodeCore
 from gossipmesh.node.events import PeerUp
 from gossipmesh.node.paths import PathState
 from gossipmesh.node.views import NodeViews
+from tests.support.loopback_mesh import echo_request as echo_packet
 
-from .harness import CoreNet, Member, echo_packet
+from .harness import CoreNet, Member
 
 CONVERGE = 120.0
 """Virtual seconds a small mesh gets to find its routes (timers run 10x faster)."""
