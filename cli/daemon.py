@@ -121,13 +121,21 @@ def status(interface: str, state_dir: Path | None, as_json: bool) -> None:
 @instance_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def peers(interface: str, state_dir: Path | None, as_json: bool) -> None:
-    """Known nodes: direct or relayed (through whom), stream link, RTT, last handshake, bytes."""
+    """Known nodes: direct or relayed (through whom), neighbour, stream link, RTT, bytes.
+
+    ROLE is "neighbour" for the few peers (at most max_neighbours) this node
+    keeps routing links with, "passive" for other peers it reaches directly.
+    """
     result = call_daemon(state_dir_for(interface, state_dir).control_socket, "peers")
     if as_json:
         echo_json(result)
         return
     for row in result:  # a stream link carries this peer's bulk traffic over TCP
         row["stream_link"] = "tcp" if row.get("stream_link") else None
+        if row.get("neighbour"):
+            row["role"] = "neighbour"
+        elif row.get("path") == "direct":
+            row["role"] = "passive"
     echo_table(
         result,
         [
@@ -135,6 +143,7 @@ def peers(interface: str, state_dir: Path | None, as_json: bool) -> None:
             ("ipv4", "ipv4"),
             ("path", "path"),
             ("via", "via"),
+            ("role", "role"),
             ("endpoint", "endpoint"),
             ("stream_link", "link"),
             ("rtt_ms", "rtt ms"),

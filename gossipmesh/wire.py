@@ -53,6 +53,10 @@ class PayloadKind(IntEnum):
     """A stream link proposed (gossipmesh.links.messages): token and both keys."""
     LINK_ACCEPT = 0x1B
     LINK_DECLINE = 0x1C
+    NEIGHBOUR_PRUNE = 0x1D
+    NEIGHBOUR_OFFER = 0x1E
+    """'Be my routing neighbour', with the RTT the offerer measured (node/neighbours.py)."""
+    """'No routing link between us' (gossipmesh.node.neighbours): the bound on neighbours."""
 
 
 def is_ip_packet(payload: bytes) -> bool:

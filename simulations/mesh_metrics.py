@@ -201,6 +201,7 @@ class MeshMetrics:
             "pairs_cut_off": cut_off / considered if considered else math.nan,
             "pairs_beyond_max_hops": beyond / considered if considered else math.nan,
             "mesh_degree": mean(degrees),
+            "mesh_degree_max": max(degrees, default=0),
             "route_hops": mean(hops),
             "stretch_mean": mean(stretches),
             "stretch_p95": percentile(stretches, 0.95),

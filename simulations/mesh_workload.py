@@ -57,7 +57,7 @@ class MeshParams:
     """Node option: seconds between rounds looking for direct paths."""
     directory_interval: float = 5.0
     rpc_timeout: float = 2.0
-    max_neighbours: int = 16
+    max_neighbours: int = 8
     names: bool = True
     data_probe_interval: float = 5.0
     """Every this many seconds, `data_probe_pairs` echo requests go between random live pairs."""

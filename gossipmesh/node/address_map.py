@@ -13,6 +13,7 @@ import ipaddress
 
 from gossipmesh.directory import Directory, Resolved
 from gossipmesh.leaves import LeafPeer
+from gossipmesh.node.options import NodeOptions
 from gossipmesh.session.manager import SessionManager
 from gossipmesh.session.peer import Peer
 
@@ -33,6 +34,19 @@ class AddressMap:
 
     def add_local(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
         self.local.add(address.packed)
+
+    def add_own(
+        self,
+        ipv6: ipaddress.IPv6Address,
+        ipv4: ipaddress.IPv4Address,
+        options: NodeOptions,
+        now: float,
+    ) -> None:
+        """This node's addresses, its service addresses and its leaves' sessions."""
+        for address in (ipv6, ipv4, *options.service_addresses):
+            self.add_local(address)
+        for leaf in options.leaves:
+            self.add_leaf(leaf, now)
 
     def remove_local(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
         self.local.discard(address.packed)

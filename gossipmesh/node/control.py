@@ -17,6 +17,7 @@ from gossipmesh.node.messages import (
     decode_records,
     encode_echo,
 )
+from gossipmesh.node.neighbours import PRUNE_MESSAGE, MalformedOffer, decode_offer
 from gossipmesh.node.options import NodeCounters
 from gossipmesh.node.outbox import Outbox
 from gossipmesh.node.paths import RENDEZVOUS_REQUEST, PathSelector
@@ -78,6 +79,12 @@ class ControlDispatch:
                 if payload != RENDEZVOUS_REQUEST:
                     raise MalformedNodeMessage("bad rendezvous request")
                 self._paths.on_rendezvous(node_id, now)
+            elif kind == PayloadKind.NEIGHBOUR_PRUNE:
+                if payload != PRUNE_MESSAGE:
+                    raise MalformedNodeMessage("bad neighbour prune")
+                self._paths.on_prune(node_id, wall)
+            elif kind == PayloadKind.NEIGHBOUR_OFFER:
+                self._paths.on_offer(node_id, decode_offer(payload), wall)
             elif kind in _LINK_KINDS:
                 self._links.on_message(peer_key, node_id, payload, now)
             elif kind == PayloadKind.ECHO_REQUEST:
@@ -90,5 +97,5 @@ class ControlDispatch:
                     self._outbox.event(EchoAnswered(nonce, now))
             else:
                 self._counters.control_malformed += 1
-        except MalformedNodeMessage:
+        except (MalformedNodeMessage, MalformedOffer):
             self._counters.control_malformed += 1

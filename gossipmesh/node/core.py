@@ -30,7 +30,6 @@ from gossipmesh.membership import NetworkSecret
 from gossipmesh.node.address_map import AddressMap
 from gossipmesh.node.control import ControlDispatch
 from gossipmesh.node.events import (
-    AddressChanged,
     DhtDatagram,
     NodeEvent,
     NodeRequest,
@@ -117,6 +116,7 @@ class NodeCore:
             self.outbox,
             self.counters,
             self.rng,
+            wall_offset,
         )
         self.records = RecordSync(
             identity,
@@ -167,12 +167,7 @@ class NodeCore:
         self.paths.on_round_done = self._probe_round.finished
 
         self.ipv6 = ipv6_for(identity.public_key)
-        self.addresses.add_local(self.ipv6)
-        self.addresses.add_local(self.own.ipv4)
-        for address in options.service_addresses:
-            self.addresses.add_local(address)
-        for leaf in options.leaves:
-            self.addresses.add_leaf(leaf, now)
+        self.addresses.add_own(self.ipv6, self.own.ipv4, options, now)
         self.outbox.request(SaveAddressState(self.own.state()))
         self.directory.update(self.records.own_template(wall).signed(identity))
         self._directory_changed()
@@ -256,10 +251,16 @@ class NodeCore:
         self.paths.own_endpoints = {*self.options.host_endpoints, *extra}
 
     def probe_finished(
-        self, node_id: bytes, endpoint: tuple[str, int] | None, answering: bool, now: float
+        self,
+        node_id: bytes,
+        endpoint: tuple[str, int] | None,
+        answering: bool,
+        now: float,
+        rtt: float | None = None,
     ) -> None:
+        """A ProbeEndpoints answered: the first endpoint to answer, after `rtt` seconds."""
         self._now = now
-        self.paths.probe_finished(node_id, endpoint, answering, now)
+        self.paths.probe_finished(node_id, endpoint, answering, now, rtt)
         self._service()
 
     # --- input: the UDP socket ---------------------------------------------------------------
@@ -389,7 +390,7 @@ class NodeCore:
     def _on_control(self, peer_key: bytes, payload: bytes, addr: Hashable) -> None:
         node_id = self.addresses.node_by_x25519.get(peer_key)
         if node_id is not None and type(addr) is tuple and not self.paths.is_neighbour(node_id):
-            self.paths.mark_direct(peer_key, addr, self.wall(self._now))
+            self.paths.direct_control(peer_key, node_id, addr, payload, self.wall(self._now))
         if payload and node_id is not None:
             self.control.dispatch(node_id, peer_key, payload, self._now)
         self._service()
@@ -401,21 +402,9 @@ class NodeCore:
         for key in departed:
             self.links.forget(key)  # a link of its expires with its keys
         self.records.report_names()
-        self._check_displacement(now)
+        self.records.check_displacement(self.addresses, self.wall(now))
         if self._running:
             self.paths.probe_newcomers(newcomers)
-
-    def _check_displacement(self, now: float) -> None:
-        """Move to a new IPv4 when the collision rule displaced us (docs/addressing.md)."""
-        outcome = self.directory.ipv4_outcome(self.identity.node_id)
-        if outcome is None or not outcome.displaced:
-            return
-        self.addresses.remove_local(self.own.ipv4)
-        address = self.own.move_to(outcome.counter, self.wall(now))
-        self.addresses.add_local(address)
-        self.outbox.request(SaveAddressState(self.own.state()))
-        self.outbox.event(AddressChanged(str(address)))
-        self.records.publish(self.wall(now))
 
     def _service(self) -> None:
         """Move output between the cores until none is left; the driver re-reads the timer."""

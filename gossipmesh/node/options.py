@@ -44,7 +44,8 @@ class NodeOptions:
     bootstrap: tuple[tuple[str, int], ...] = ()
     timer_scale: float = 1.0
     max_hops: int = 8
-    max_neighbours: int = 16
+    max_neighbours: int = 8
+    """Routing neighbours at most (node/neighbours.py); other direct peers stay passive."""
     probe_interval: float = 10.0
     """Seconds between rounds that look for direct paths to non-neighbours."""
     directory_interval: float = 5.0

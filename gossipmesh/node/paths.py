@@ -8,8 +8,10 @@ States (`PathState`), per peer:
 - RELAYED: no direct path answered; its session runs through the routing
   table's relays (`RelayAddress`) and we asked it to probe us back
   (RENDEZVOUS), since our failed probe opened our NAT toward it;
-- DIRECT: a session datagram or handshake arrived over a direct UDP path:
-  it is a routing neighbour.
+- DIRECT: a session datagram or handshake arrived over a direct UDP path.
+  Up to `max_neighbours` such peers are routing neighbours (`PeerPath.neighbour`,
+  agreed by both ends: `node/neighbours.py`); the rest are passive candidates
+  whose traffic still takes the direct path.
 
 Transitions: probe round or newcomer -> PROBING; probe answered -> DIRECT
 once the handshake (or any datagram) confirms it; probe failed -> RELAYED
@@ -28,6 +30,13 @@ from dataclasses import dataclass
 from gossipmesh.directory import Directory, Resolved
 from gossipmesh.node.address_map import AddressMap
 from gossipmesh.node.events import Address, PeerDown, PeerUp, ProbeEndpoints, RelayAddress
+from gossipmesh.node.neighbours import (
+    PRUNE_MESSAGE,
+    Admission,
+    NeighbourBound,
+    Verdict,
+    encode_offer,
+)
 from gossipmesh.node.options import NodeCounters, NodeOptions
 from gossipmesh.node.outbox import Outbox
 from gossipmesh.routing.core import RoutingCore
@@ -36,6 +45,9 @@ from gossipmesh.wire import PayloadKind
 
 RENDEZVOUS_REQUEST = bytes([PayloadKind.RENDEZVOUS, 1])
 """'Probe me now': sent through relays after our direct probe failed (version 1)."""
+_NEIGHBOUR_TRAFFIC = frozenset((PayloadKind.GOSSIP, PayloadKind.PING))
+"""Control a node sends only to its routing neighbours: from a non-neighbour, an implied
+offer (a lost OFFER, or a node that predates the neighbour bound)."""
 
 
 class PathState(enum.Enum):
@@ -52,10 +64,8 @@ class PeerPath:
     state: PathState = PathState.UNPROBED
     direct: Address | None = None
     """The direct UDP endpoint that last answered a probe or a packet."""
-
-    @property
-    def neighbour(self) -> bool:
-        return self.state is PathState.DIRECT
+    neighbour: bool = False
+    """A routing neighbour (DIRECT and admitted under the bound)."""
 
 
 class PathSelector:
@@ -71,8 +81,10 @@ class PathSelector:
         outbox: Outbox,
         counters: NodeCounters,
         rng: random.Random,
+        wall_offset: float = 0.0,
     ) -> None:
         self._options = options
+        self._wall_offset = wall_offset
         self._directory = directory
         self._addresses = addresses
         self._sessions = sessions
@@ -89,6 +101,7 @@ class PathSelector:
         self.on_round_done: Callable[[float], None] = lambda now: None
         """Called when every probe of a probe round has finished."""
         self._round: set[bytes] = set()
+        self.bound = NeighbourBound(options.max_neighbours, routing.degree)
 
     def path(self, node_id: bytes) -> PeerPath:
         return self.paths.setdefault(node_id, PeerPath())
@@ -103,16 +116,22 @@ class PathSelector:
         """Find direct paths to non-neighbours; reach the rest through relays."""
         neighbours = self._routing.neighbours()
         own_id = self._routing.own_id
+        passive = self.bound.passive
+        room = max(0, self.bound.limit - len(neighbours))
+        if room:
+            self._refill(room, now)
+            room = max(0, self.bound.limit - self._routing.neighbour_count())
         targets = [
             entry
             for entry in self._directory
             if entry.node_id != own_id
             and entry.node_id not in neighbours
             and entry.node_id not in self._probing
+            and entry.node_id not in passive
         ]
         self._rng.shuffle(targets)
-        room = max(0, self._options.max_neighbours - len(neighbours))
-        chosen = targets[: max(room, 4)]
+        # Full: one probe a round keeps finding direct paths (and passive candidates).
+        chosen = targets[: max(room, 1 if len(neighbours) >= self.bound.limit else 4)]
         self._round = {entry.node_id for entry in chosen}
         for entry in chosen:
             self.probe(entry)
@@ -121,7 +140,7 @@ class PathSelector:
 
     def probe_newcomers(self, newcomers: list[Resolved]) -> None:
         """Look for a direct path to new nodes at once, while there is room for neighbours."""
-        room = self._options.max_neighbours - len(self._routing.neighbours())
+        room = self.bound.limit - self._routing.neighbour_count()
         for entry in newcomers[: max(room, 0)]:
             if entry.node_id not in self._probing:
                 self.probe(entry)
@@ -149,10 +168,17 @@ class PathSelector:
         return [endpoint for endpoint in endpoints if endpoint not in self.own_endpoints]
 
     def probe_finished(
-        self, node_id: bytes, endpoint: Address | None, answering: bool, now: float
+        self,
+        node_id: bytes,
+        endpoint: Address | None,
+        answering: bool,
+        now: float,
+        rtt: float | None = None,
     ) -> None:
-        """The driver's report: which candidate answered first, or None."""
+        """The driver's report: which candidate answered first (after `rtt` s), or None."""
         self._probing.discard(node_id)
+        if endpoint is not None and rtt is not None:
+            self.bound.probe_rtt[node_id] = rtt
         if node_id in self._round:
             self._round.discard(node_id)
             if not self._round:
@@ -210,23 +236,117 @@ class PathSelector:
             if peer.staged:
                 self._sessions.initiate_handshake(entry.x25519_public_key, now)
 
-    def mark_direct(self, peer_key: bytes, endpoint: Hashable, wall: float) -> None:
-        """A session datagram came over a direct path: the peer is a neighbour."""
+    def mark_direct(
+        self, peer_key: bytes, endpoint: Hashable, wall: float, *, consider: bool = True
+    ) -> None:
+        """A session datagram or handshake came over a direct path.
+
+        `consider`: also decide whether to offer the peer a routing link
+        (after a handshake); a plain control message only records the path.
+        """
         node_id = self._addresses.node_by_x25519.get(peer_key)
         if node_id is None or not isinstance(endpoint, tuple):
             return
         path = self.path(node_id)
         path.direct = endpoint
-        if not path.neighbour:
-            path.state = PathState.DIRECT
-            self._routing.neighbour_up(node_id, wall)
-            self._outbox.event(PeerUp(node_id, endpoint))
-            self.on_neighbour_up(node_id)
+        path.state = PathState.DIRECT
+        if consider and not path.neighbour:
+            self._consider(node_id, wall)
+
+    def direct_control(
+        self, peer_key: bytes, node_id: bytes, endpoint: Address, payload: bytes, wall: float
+    ) -> None:
+        """A control message from a non-neighbour came over a direct path."""
+        self.mark_direct(peer_key, endpoint, wall, consider=False)
+        if payload and payload[0] in _NEIGHBOUR_TRAFFIC:  # it treats us as its neighbour
+            self.on_offer(node_id, None, wall)
+
+    # --- the neighbour bound (node/neighbours.py) ----------------------------------------
+
+    def _admission(self, node_id: bytes, rtt: float | None) -> Admission:
+        measured = {n: us / 1e6 for n, us in self._routing.monitor.measured().items()}
+        return self.bound.admit(node_id, self._routing.neighbours(), rtt, measured)
+
+    def _consider(self, node_id: bytes, wall: float) -> None:
+        """A direct path is up: offer the link if we want the peer; else stay quiet."""
+        if node_id in self.bound.pruned_by and not self.bound.may_offer(node_id, wall):
+            return
+        rtt = self.bound.probe_rtt.get(node_id)
+        admission = self._admission(node_id, rtt)
+        if admission.verdict is Verdict.REFUSE:
+            self.bound.make_passive(node_id, wall)
+            return
+        self._take(node_id, admission, wall)
+        self._send(node_id, encode_offer(rtt), wall)
+
+    def on_offer(self, node_id: bytes, rtt: float | None, wall: float) -> None:
+        """The peer offers a routing link (or acts as if we had one): take it or PRUNE."""
+        path = self.path(node_id)
+        if path.neighbour or path.direct is None:
+            return
+        admission = self._admission(node_id, rtt)
+        if admission.verdict is Verdict.REFUSE:
+            self.bound.make_passive(node_id, wall)
+            if self.bound.should_tell(node_id, wall):
+                self._send(node_id, PRUNE_MESSAGE, wall)
+            return
+        self._take(node_id, admission, wall)
+
+    def _take(self, node_id: bytes, admission: Admission, wall: float) -> None:
+        if admission.evict is not None:
+            self.bound.evictions += 1
+            self._prune(admission.evict, wall, tell=True)
+        path = self.path(node_id)
+        assert path.direct is not None
+        path.neighbour = True
+        self.bound.activate(node_id)
+        self._routing.neighbour_up(node_id, wall)
+        self._outbox.event(PeerUp(node_id, path.direct))
+        self.on_neighbour_up(node_id)
+
+    def _send(self, node_id: bytes, payload: bytes, wall: float) -> None:
+        entry = self._directory.get(node_id)
+        if entry is not None:
+            self._sessions.send(entry.x25519_public_key, payload, wall - self._wall_offset)
+
+    def _prune(self, node_id: bytes, wall: float, *, tell: bool) -> None:
+        """Drop a neighbour by choice: the direct path stays, the routing link goes."""
+        path = self.path(node_id)
+        if path.neighbour:
+            path.neighbour = False
+            self._routing.neighbour_down(node_id, wall, pruned=True)
+            self._outbox.event(PeerDown(node_id))
+        self.bound.make_passive(node_id, wall)
+        if tell and self.bound.should_tell(node_id, wall):
+            self._send(node_id, PRUNE_MESSAGE, wall)
+
+    def on_prune(self, node_id: bytes, wall: float) -> None:
+        """A peer keeps no routing link with us: drop ours, keep it as a candidate."""
+        self._prune(node_id, wall, tell=False)
+        self.bound.was_pruned_by(node_id, wall)
+
+    def _refill(self, room: int, now: float) -> None:
+        """Below the bound: offer the link again to passive peers still reached directly."""
+        wall = now + self._wall_offset
+        candidates = [
+            node_id
+            for node_id in self.bound.passive
+            if (path := self.paths.get(node_id)) is not None
+            and path.state is PathState.DIRECT
+            and path.direct is not None
+            and self._directory.get(node_id) is not None
+            and self.bound.may_offer(node_id, wall)
+        ]
+        self._rng.shuffle(candidates)
+        for node_id in candidates[:room]:
+            self._consider(node_id, wall)
 
     def neighbour_dead(self, node_id: bytes, now: float) -> None:
         path = self.paths.get(node_id)
+        self.bound.forget(node_id)
         if path is not None and path.neighbour:
             path.state = PathState.UNPROBED
+            path.neighbour = False
             self._outbox.event(PeerDown(node_id))
         self.use_relay(node_id, now)
 

@@ -13,7 +13,14 @@ from collections.abc import Callable
 
 from gossipmesh.directory import ROUTED_PREFIXES_EXTENSION, Directory, encode_prefixes
 from gossipmesh.identity import Identity
-from gossipmesh.node.events import FetchRecords, NameChanged, PublishRecords
+from gossipmesh.node.address_map import AddressMap
+from gossipmesh.node.events import (
+    AddressChanged,
+    FetchRecords,
+    NameChanged,
+    PublishRecords,
+    SaveAddressState,
+)
 from gossipmesh.node.messages import encode_record_request, encode_records
 from gossipmesh.node.options import NodeCounters, NodeOptions
 from gossipmesh.node.outbox import Outbox
@@ -189,6 +196,18 @@ class RecordSync:
         wanted = [self._directory.record(n) for n in wanted_ids]
         for message in encode_records(r.encode() for r in wanted if r is not None):
             self._send_control(node_id, message)
+
+    def check_displacement(self, addresses: AddressMap, wall: float) -> None:
+        """Move to a new IPv4 when the collision rule displaced us (docs/addressing.md)."""
+        outcome = self._directory.ipv4_outcome(self._identity.node_id)
+        if outcome is None or not outcome.displaced:
+            return
+        addresses.remove_local(self._own.ipv4)
+        address = self._own.move_to(outcome.counter, wall)
+        addresses.add_local(address)
+        self._outbox.request(SaveAddressState(self._own.state()))
+        self._outbox.event(AddressChanged(str(address)))
+        self.publish(wall)
 
     def report_names(self) -> None:
         """After a directory change: a `NameChanged` for every node whose name moved."""

@@ -65,6 +65,10 @@ class NodeViews:
                 counters.update({f"dht_{key}_{k}": v for k, v in value.items()})
         counters.update({f"routing_drop_{k}": v for k, v in core.routing.stats.drops.items()})
         counters["routing_gossip_bytes_out"] = core.routing.stats.gossip_bytes_out()
+        bound = core.paths.bound
+        counters["neighbour_prunes_sent"] = bound.pruned_sent
+        counters["neighbour_prunes_received"] = bound.pruned_received
+        counters["neighbour_evictions"] = bound.evictions
         own = core.directory.get(core.identity.node_id)
         return {
             "node_id": core.identity.node_id.hex(),
@@ -77,6 +81,8 @@ class NodeViews:
             "uptime_s": round(now - core.started_at, 1),
             "known_nodes": len(core.directory) - 1,
             "neighbours": len(core.routing.neighbours()),
+            "max_neighbours": bound.limit,
+            "passive_peers": len(bound.passive),
             "reachable": len(core.routing.routes()),
             "counters": counters,
             "stream_links": core.links.status(),
@@ -112,6 +118,7 @@ class NodeViews:
                     "rx_bytes": core.forwarder.rx_bytes.get(key, 0),
                     "tx_bytes": core.forwarder.tx_bytes.get(key, 0),
                     "stream_link": core.links.has_link(key),
+                    "neighbour": core.paths.is_neighbour(entry.node_id),
                 }
             )
         return rows

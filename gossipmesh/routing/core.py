@@ -305,18 +305,29 @@ class RoutingCore:
         self._poll_monitor(now)
         self.gossip.greet(node_id)
 
-    def neighbour_down(self, node_id: bytes, now: float) -> None:
-        """The direct session with `node_id` is gone: withdraw the link at once."""
+    def neighbour_down(self, node_id: bytes, now: float, *, pruned: bool = False) -> None:
+        """The direct session with `node_id` is gone: withdraw the link at once.
+
+        `pruned`: dropped by choice (the neighbour bound), not lost: no flap is counted.
+        """
         self._timer = None
         if node_id not in self._neighbours:
             return
         self._neighbours.discard(node_id)
-        if self.monitor.neighbour_down(node_id):
+        if self.monitor.neighbour_down(node_id) and not pruned:
             self.damper.record_flap(node_id, now)
         self._links_changed(now)
 
     def neighbours(self) -> set[bytes]:
         return set(self._neighbours)
+
+    def neighbour_count(self) -> int:
+        return len(self._neighbours)
+
+    def degree(self, node_id: bytes) -> int:
+        """How many links `node_id`'s newest link-state record lists (0 when we hold none)."""
+        held = self.store.get(node_id)
+        return 0 if held is None else len(held.record.links)
 
     # --- API: input ---------------------------------------------------------------
 

@@ -160,9 +160,12 @@ class CoreDriver:
             log.error("node job failed", exc_info=task.exception())
 
     async def _probe(self, request: ProbeEndpoints) -> None:
+        started = self.loop.time()
         endpoint = await self.first_answer(list(request.candidates))
         if not self.closed:
-            self.core.probe_finished(request.node_id, endpoint, request.answering, self.loop.time())
+            now = self.loop.time()
+            rtt = None if endpoint is None else now - started  # all echoes left at `started`
+            self.core.probe_finished(request.node_id, endpoint, request.answering, now, rtt)
             self.drain()
 
     async def first_answer(self, candidates: list[Address]) -> Address | None:

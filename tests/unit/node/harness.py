@@ -64,8 +64,10 @@ class CoreNet:
         allowed: set[frozenset[int]] | None = None,
         seed: int = 7,
         start: float = 100.0,
+        max_neighbours: int = NodeOptions.max_neighbours,
     ) -> None:
         self.now = start
+        self.max_neighbours = max_neighbours
         self.allowed = allowed
         self.rng = random.Random(seed)
         self.dht: dict[bytes, NodeRecord] = {}
@@ -85,6 +87,7 @@ class CoreNet:
             timer_scale=10.0,
             probe_interval=5.0,
             directory_interval=5.0,
+            max_neighbours=self.max_neighbours,
         )
         stream = random.Random(self.rng.getrandbits(64))
         return NodeCore(

@@ -29,6 +29,9 @@ loss = 0.01
 kind = "mesh"
 data_probe_interval = 1.0
 data_probe_pairs = 5
+# The full mesh (no neighbour bound at 20 nodes): this test pins convergence,
+# churn and determinism; the bounded overlay has its own test below.
+max_neighbours = 32
 [metrics]
 interval = 5.0
 [[events]]
@@ -87,7 +90,7 @@ def test_after_a_mass_restart_traffic_stays_bounded_and_the_mesh_reconverges() -
         nodes={"count": 20, "start_spread": 5.0},
         topology={"kind": "barabasi_albert", "m": 2, "min_link_ms": 2.0, "max_link_ms": 40.0},
         network={"jitter_ms": 2.0},
-        workload={"kind": "mesh"},
+        workload={"kind": "mesh", "max_neighbours": 32},  # the full mesh, as above
         metrics={"interval": 5.0},
         events=[{"at": 50.0, "kind": "mass_restart", "downtime": 0.0}],
     )
@@ -126,5 +129,27 @@ def test_with_only_underlay_links_the_mesh_relays_over_optimal_multi_hop_routes(
     assert final["route_hops"] > 1.2  # relayed, not a full mesh of direct links
     assert final["mesh_degree"] < 10
     assert mesh["stretch_max"] >= 1.0
+    late = [r["probe_delivery"] for r in result.timeseries if r["time"] >= 60.0]
+    assert min(late) == 1.0
+
+
+def test_on_an_open_underlay_the_overlay_keeps_its_bound_and_reaches_everyone() -> None:
+    scenario = make_scenario(
+        duration=90.0,
+        nodes={"count": 30, "start_spread": 5.0},
+        topology={"kind": "barabasi_albert", "m": 2, "min_link_ms": 2.0, "max_link_ms": 40.0},
+        network={"jitter_ms": 1.0},
+        workload={"kind": "mesh", "max_neighbours": 6, "data_probe_interval": 2.0},
+        metrics={"interval": 5.0},
+    )
+    result = Simulation(scenario).run()
+    mesh, probes = result.summary["mesh"], result.summary["probes"]
+    print(mesh, probes, result.summary["traffic"])
+    assert result.summary["task_errors"] == 0
+    # Every node reaches all 29 others directly, yet none keeps more than 6 (agreed) links.
+    assert max(row["mesh_degree_max"] for row in result.timeseries) <= 6
+    assert mesh["final"]["mesh_degree"] >= 4  # and the graph is not starved either
+    final = mesh["final"]
+    assert final["records_known"] == 1.0 and final["routes_reachable"] == 1.0
     late = [r["probe_delivery"] for r in result.timeseries if r["time"] >= 60.0]
     assert min(late) == 1.0
