@@ -171,6 +171,7 @@ class MeshNode:
             record_lifetime=options.record_lifetime,
             rpc_timeout=options.rpc_timeout,
             wall_clock=lambda: loop.time() + EPOCH,
+            rng=random.Random(self.identity.node_id + bytes([self.generation % 256])),
         )
         driver = CoreDriver(core, loop, port, discovery)
         port.node = self

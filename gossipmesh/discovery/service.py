@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import random
 import socket
 import time
 from collections.abc import Callable, Coroutine, Iterable
@@ -70,10 +71,12 @@ class Discovery:
         rpc_timeout: float = DEFAULT_RPC_TIMEOUT,
         refresh_interval: float = DEFAULT_REFRESH_INTERVAL,
         wall_clock: Callable[[], float] | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         """`wall_clock` gives Unix seconds for record times; by default the loop clock
         plus the offset to `time.time()` measured at `start()`, so a virtual-time
-        loop moves record time too."""
+        loop moves record time too. `rng` jitters the republish cadence (the
+        simulator passes a seeded one)."""
         republish = record_lifetime / 3 if republish_interval is None else republish_interval
         if not 0 < republish < record_lifetime:
             raise ValueError("republish_interval must be positive and shorter than the lifetime")
@@ -86,6 +89,7 @@ class Discovery:
         self._ksize = ksize
         self._alpha = alpha
         self._republish_interval = republish
+        self._rng = rng or random.Random()
         self._rpc_timeout = rpc_timeout
         self._refresh_interval = refresh_interval
         self._wall_clock = wall_clock
@@ -233,7 +237,10 @@ class Discovery:
         housekeeping: asyncio.Task[None] | None = None
         while True:
             due = max(due + self._republish_interval, loop.time())
-            await asyncio.sleep(due - loop.time())
+            # Up to +-10 % around the cadence, never drifting: nodes restarted in the
+            # same second do not republish in the same second forever after.
+            jitter = self._rng.uniform(-0.1, 0.1) * self._republish_interval
+            await asyncio.sleep(max(0.0, due + jitter - loop.time()))
             if self._publisher.has_templates:
                 self._spawn(self._publish_logged())
             if housekeeping is None or housekeeping.done():

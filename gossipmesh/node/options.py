@@ -70,6 +70,8 @@ class NodeCounters:
     unknown_datagrams: int = 0
     send_errors: int = 0
     records_refused: int = 0
+    records_not_newer: int = 0
+    """Records received that we held already (or an older copy): dropped unverified."""
     icmp_sent: int = 0
     control_malformed: int = 0
     rendezvous_sent: int = 0
