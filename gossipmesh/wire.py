@@ -55,6 +55,8 @@ class PayloadKind(IntEnum):
     LINK_DECLINE = 0x1C
     NEIGHBOUR_PRUNE = 0x1D
     NEIGHBOUR_OFFER = 0x1E
+    RECORD_DIGEST = 0x1F
+    """(node id, sequence) of the records a new neighbour holds: the other pulls what it lacks."""
     """'Be my routing neighbour', with the RTT the offerer measured (node/neighbours.py)."""
     """'No routing link between us' (gossipmesh.node.neighbours): the bound on neighbours."""
 

@@ -12,6 +12,7 @@ from gossipmesh.node.events import EchoAnswered
 from gossipmesh.node.links import NodeLinks
 from gossipmesh.node.messages import (
     MalformedNodeMessage,
+    decode_digest,
     decode_echo,
     decode_record_request,
     decode_records,
@@ -75,6 +76,8 @@ class ControlDispatch:
                     self._records.accept(data, wall)
             elif kind == PayloadKind.RECORD_REQUEST:
                 self._records.answer_request(node_id, decode_record_request(payload))
+            elif kind == PayloadKind.RECORD_DIGEST:
+                self._records.on_digest(node_id, decode_digest(payload))
             elif kind == PayloadKind.RENDEZVOUS:
                 if payload != RENDEZVOUS_REQUEST:
                     raise MalformedNodeMessage("bad rendezvous request")

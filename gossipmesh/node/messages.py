@@ -6,6 +6,7 @@ any byte after the message.
 
     NODE_RECORDS   u8 kind | u8 count | { u16 length | record }*
     RECORD_REQUEST u8 kind | u8 count | { 20s node id }*
+    RECORD_DIGEST  u8 kind | u8 count | { 20s node id | u64 sequence }*
     ECHO_REQUEST   u8 kind | u64 nonce
     ECHO_REPLY     u8 kind | u64 nonce
 """
@@ -21,6 +22,8 @@ from gossipmesh.wire import PayloadKind
 MAX_MESSAGE_BYTES = 1200
 """Control messages stay well under the MTU, so one never needs fragmenting."""
 MAX_IDS_PER_REQUEST = 50
+_DIGEST_ENTRY = struct.Struct(f"!{NODE_ID_SIZE}sQ")
+MAX_DIGEST_ENTRIES = (MAX_MESSAGE_BYTES - 2) // _DIGEST_ENTRY.size
 _ECHO = struct.Struct("!BQ")
 
 
@@ -105,3 +108,27 @@ def decode_echo(data: bytes) -> tuple[PayloadKind, int]:
     kind, nonce = _ECHO.unpack_from(data)
     _at_end(data, _ECHO.size)
     return PayloadKind(kind), nonce
+
+
+def encode_digest(entries: Iterable[tuple[bytes, int]]) -> list[bytes]:
+    """(node id, sequence) of every record held, in RECORD_DIGEST messages of bounded size."""
+    packed = [_DIGEST_ENTRY.pack(node_id, sequence) for node_id, sequence in entries]
+    return [
+        bytes([PayloadKind.RECORD_DIGEST, len(chunk)]) + b"".join(chunk)
+        for chunk in (
+            packed[i : i + MAX_DIGEST_ENTRIES] for i in range(0, len(packed), MAX_DIGEST_ENTRIES)
+        )
+    ]
+
+
+def decode_digest(data: bytes) -> list[tuple[bytes, int]]:
+    if len(data) < 2 or data[0] != PayloadKind.RECORD_DIGEST:
+        raise MalformedNodeMessage("not a RECORD_DIGEST message")
+    count = data[1]
+    if count > MAX_DIGEST_ENTRIES:
+        raise MalformedNodeMessage("too many digest entries")
+    end = 2 + count * _DIGEST_ENTRY.size
+    if end > len(data):
+        raise MalformedNodeMessage("truncated digest")
+    _at_end(data, end)
+    return [_DIGEST_ENTRY.unpack_from(data, offset) for offset in range(2, end, _DIGEST_ENTRY.size)]

@@ -100,6 +100,8 @@ class NeighbourBound:
         self.pruned_sent = 0
         self.pruned_received = 0
         self.evictions = 0
+        self.idle_expired = 0
+        """Passive direct paths dropped after their session went idle."""
 
     def admit(
         self,

@@ -41,6 +41,7 @@ from gossipmesh.node.options import NodeCounters, NodeOptions
 from gossipmesh.node.outbox import Outbox
 from gossipmesh.routing.core import RoutingCore
 from gossipmesh.session.manager import SessionManager
+from gossipmesh.session.timers import REJECT_AFTER_TIME
 from gossipmesh.wire import PayloadKind
 
 RENDEZVOUS_REQUEST = bytes([PayloadKind.RENDEZVOUS, 1])
@@ -116,6 +117,7 @@ class PathSelector:
         """Find direct paths to non-neighbours; reach the rest through relays."""
         neighbours = self._routing.neighbours()
         own_id = self._routing.own_id
+        self._expire_idle_passive(now)
         passive = self.bound.passive
         room = max(0, self.bound.limit - len(neighbours))
         if room:
@@ -324,6 +326,34 @@ class PathSelector:
         """A peer keeps no routing link with us: drop ours, keep it as a candidate."""
         self._prune(node_id, wall, tell=False)
         self.bound.was_pruned_by(node_id, wall)
+
+    def _expire_idle_passive(self, now: float) -> None:
+        """Passive direct paths idle past REJECT_AFTER_TIME go back to the relays.
+
+        Nothing keeps a passive path alive (no routing pings), so a NAT mapping
+        behind it may be gone: the next packet would wait out the handshake
+        retries (90 s) before falling back. Once the session's keys are dead
+        anyway, the path is dropped; a later probe round may find it again.
+        """
+        idle_limit = REJECT_AFTER_TIME / self._options.timer_scale
+        for node_id in list(self.bound.passive):
+            path = self.paths.get(node_id)
+            entry = self._directory.get(node_id)
+            if (
+                path is None
+                or entry is None
+                or path.neighbour
+                or path.state is not PathState.DIRECT
+            ):
+                continue
+            peer = self._sessions.peer(entry.x25519_public_key)
+            handshake = None if peer is None else peer.last_handshake_completed
+            if handshake is not None and now - handshake < idle_limit:
+                continue
+            self.bound.forget(node_id)
+            self.bound.idle_expired += 1
+            path.state = PathState.UNPROBED
+            self.use_relay(node_id, now)
 
     def _refill(self, room: int, now: float) -> None:
         """Below the bound: offer the link again to passive peers still reached directly."""

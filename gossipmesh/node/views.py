@@ -69,6 +69,7 @@ class NodeViews:
         counters["neighbour_prunes_sent"] = bound.pruned_sent
         counters["neighbour_prunes_received"] = bound.pruned_received
         counters["neighbour_evictions"] = bound.evictions
+        counters["passive_paths_expired"] = bound.idle_expired
         own = core.directory.get(core.identity.node_id)
         return {
             "node_id": core.identity.node_id.hex(),

@@ -132,3 +132,21 @@ def test_a_peer_that_pruned_us_is_not_offered_the_link_again_at_once() -> None:
     assert b"p" in bound.passive
     assert not bound.may_offer(b"p", 100.0 + REFILL_HOLDOFF / 2)
     assert bound.may_offer(b"p", 100.0 + REFILL_HOLDOFF)
+
+
+def test_an_idle_passive_path_goes_back_to_the_relays_and_traffic_still_arrives() -> None:
+    net = CoreNet(SIZE, max_neighbours=BOUND, seed=11)
+    net.start()
+    run_until_true(net, lambda: everyone_routes(net) and not one_sided(net), CONVERGE)
+    # Sessions rekey every 12 virtual s here (timers 10x): 60 s without traffic kills them.
+    net.run_for(60.0)
+    assert sum(m.core.paths.bound.idle_expired for m in net.members) > 0
+    source = net.members[0]
+    expired = [m for m in net.members[1:] if not source.core.paths.is_neighbour(m.identity.node_id)]
+    assert expired
+    target = expired[0]
+    packet = echo_request(source.core.ipv4, target.core.ipv4, 900)
+    source.core.tun_packets([packet], net.now)
+    net.settle()
+    delivered = target.delivered
+    run_until_true(net, lambda: packet in delivered, 10.0, step=0.1)
