@@ -47,6 +47,9 @@ __all__ = ["REFLEXIVE_QUORUM", "Discovery", "PublishResult"]
 log = logging.getLogger(__name__)
 
 DEFAULT_RECORD_LIFETIME = 1800
+REJOIN_FIRST = 2.0
+REJOIN_MAX = 60.0
+"""Seconds between joins while no peer has answered: doubling from REJOIN_FIRST."""
 """Seconds a published record lives: how long a dead node's record can linger."""
 DEFAULT_RPC_TIMEOUT = 5.0
 """rpcudp's own default wait for a reply."""
@@ -173,6 +176,8 @@ class Discovery:
         self._next_refresh = self._loop.time() + self._refresh_interval
         await self._join()
         self._maintenance = self._loop.create_task(self._maintain())
+        if not self.known_peers() and (self._bootstrap or self._cache.peers):
+            self._spawn(self._rejoin_while_alone())
         return len(self.known_peers())
 
     async def stop(self) -> None:
@@ -202,6 +207,23 @@ class Discovery:
         if unique:
             await server.bootstrap(unique)
         await self._learn_reflexive()
+
+    async def _rejoin_while_alone(self) -> None:
+        """The bootstrap did not answer: try again soon, backing off, until someone does.
+
+        Waiting for the next republish (a third of the record lifetime) left a
+        node whose bootstrap was busy or not yet up knowing nobody for minutes.
+        """
+        delay = REJOIN_FIRST
+        while not self.known_peers() and not self._stopped:
+            await asyncio.sleep(delay * self._rng.uniform(0.8, 1.2))
+            delay = min(REJOIN_MAX, delay * 2)
+            try:
+                await self._join()
+            except Exception:
+                log.exception("DHT join failed; retrying")
+        if self.known_peers() and self._publisher.has_templates:
+            await self._publish_logged()
 
     async def _resolve(self, addresses: Iterable[tuple[str, int]]) -> list[Address]:
         """IP literals as they are; host names through the loop's getaddrinfo."""
