@@ -273,13 +273,20 @@ class RoutingCore:
         if advertised.keys() - desired.keys():
             self._issue(now)
             return
-        news = desired.keys() - advertised.keys() or any(
+        issued = self._own_record.issued_at_ms / 1000
+        if desired.keys() - advertised.keys():
+            earliest = issued + self.timing.min_record_interval
+        elif self._record_due is None and any(
             abs(rtt - advertised[n]) > max(RTT_CHANGE_FLOOR_US, RTT_CHANGE_FRACTION * advertised[n])
             for n, rtt in desired.items()
-        )
-        if news and self._record_due is None:
-            earliest = self._own_record.issued_at_ms / 1000 + self.timing.min_record_interval
-            self._record_due = max(now, earliest)
+        ):
+            # Spread over half an interval: nodes that met at once must not re-flood at once.
+            earliest = issued + self.timing.rtt_record_interval * self.rng.uniform(1.0, 1.5)
+        else:
+            return
+        due = max(now, earliest)
+        if self._record_due is None or due < self._record_due:
+            self._record_due = due
 
     def _graph_changed(self, now: float) -> None:
         if self._route_due is None:

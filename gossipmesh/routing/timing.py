@@ -27,7 +27,10 @@ class RoutingTiming:
     record_refresh: float = 200.0
     """An unchanged own record is re-issued this often, well before it expires."""
     min_record_interval: float = 2.0
-    """Non-urgent changes (RTT drift, a new link) are coalesced to one record per interval."""
+    """A new link is coalesced with other changes into one record per interval."""
+    rtt_record_interval: float = 30.0
+    """RTT drift alone is re-advertised at most this often: on a busy host RTTs move by
+    more than the change threshold every few seconds, and every record floods the mesh."""
     route_debounce: float = 0.1
     """Graph changes within this window share one route recomputation."""
     max_clock_skew: float = 60.0
@@ -47,6 +50,7 @@ class RoutingTiming:
             record_ttl=self.record_ttl / factor,
             record_refresh=self.record_refresh / factor,
             min_record_interval=self.min_record_interval / factor,
+            rtt_record_interval=self.rtt_record_interval / factor,
             route_debounce=self.route_debounce / factor,
             max_clock_skew=self.max_clock_skew / factor,
             seen_ttl=self.seen_ttl / factor,
