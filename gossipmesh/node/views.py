@@ -65,6 +65,8 @@ class NodeViews:
                 counters.update({f"dht_{key}_{k}": v for k, v in value.items()})
         counters.update({f"routing_drop_{k}": v for k, v in core.routing.stats.drops.items()})
         counters["routing_gossip_bytes_out"] = core.routing.stats.gossip_bytes_out()
+        counters["routing_records_issued"] = core.routing.stats.records_issued
+        counters["routing_route_computations"] = core.routing.stats.route_computations
         bound = core.paths.bound
         counters["neighbour_prunes_sent"] = bound.pruned_sent
         counters["neighbour_prunes_received"] = bound.pruned_received
