@@ -116,6 +116,7 @@ class NodeCore:
             self.outbox,
             self.counters,
             self.rng,
+            self.send_control,
             wall_offset,
         )
         self.records = RecordSync(

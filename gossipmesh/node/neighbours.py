@@ -114,11 +114,8 @@ class NeighbourBound:
         if len(neighbours) < self.limit:
             return Admission(Verdict.ACCEPT)
         if self._degree_of(candidate) < MIN_DEGREE:
-            spare = [
-                (self._degree_of(node_id), node_id)
-                for node_id in neighbours
-                if self._degree_of(node_id) > MIN_DEGREE
-            ]
+            degrees = ((self._degree_of(node_id), node_id) for node_id in neighbours)
+            spare = [(degree, node_id) for degree, node_id in degrees if degree > MIN_DEGREE]
             if spare:
                 return Admission(Verdict.EVICT_AND_ACCEPT, max(spare)[1])
         if rtt is not None:

@@ -82,9 +82,12 @@ class PathSelector:
         outbox: Outbox,
         counters: NodeCounters,
         rng: random.Random,
+        send_control: Callable[[bytes, bytes], None],
         wall_offset: float = 0.0,
     ) -> None:
         self._options = options
+        self._send_control = send_control
+        """NodeCore.send_control: a control payload into the node's session."""
         self._wall_offset = wall_offset
         self._directory = directory
         self._addresses = addresses
@@ -115,14 +118,13 @@ class PathSelector:
 
     def probe_round(self, now: float) -> None:
         """Find direct paths to non-neighbours; reach the rest through relays."""
-        neighbours = self._routing.neighbours()
-        own_id = self._routing.own_id
         self._expire_idle_passive(now)
+        if self._routing.neighbour_count() < self.bound.limit:
+            self._refill(self.bound.limit - self._routing.neighbour_count(), now)
+        neighbours = self._routing.neighbours()  # after the refill: it adds some
+        own_id = self._routing.own_id
         passive = self.bound.passive
         room = max(0, self.bound.limit - len(neighbours))
-        if room:
-            self._refill(room, now)
-            room = max(0, self.bound.limit - self._routing.neighbour_count())
         targets = [
             entry
             for entry in self._directory
@@ -271,7 +273,7 @@ class PathSelector:
 
     def _consider(self, node_id: bytes, wall: float) -> None:
         """A direct path is up: offer the link if we want the peer; else stay quiet."""
-        if node_id in self.bound.pruned_by and not self.bound.may_offer(node_id, wall):
+        if not self.bound.may_offer(node_id, wall):
             return
         rtt = self.bound.probe_rtt.get(node_id)
         admission = self._admission(node_id, rtt)
@@ -279,7 +281,7 @@ class PathSelector:
             self.bound.make_passive(node_id, wall)
             return
         self._take(node_id, admission, wall)
-        self._send(node_id, encode_offer(rtt), wall)
+        self._send_control(node_id, encode_offer(rtt))
 
     def on_offer(self, node_id: bytes, rtt: float | None, wall: float) -> None:
         """The peer offers a routing link (or acts as if we had one): take it or PRUNE."""
@@ -290,7 +292,7 @@ class PathSelector:
         if admission.verdict is Verdict.REFUSE:
             self.bound.make_passive(node_id, wall)
             if self.bound.should_tell(node_id, wall):
-                self._send(node_id, PRUNE_MESSAGE, wall)
+                self._send_control(node_id, PRUNE_MESSAGE)
             return
         self._take(node_id, admission, wall)
 
@@ -306,11 +308,6 @@ class PathSelector:
         self._outbox.event(PeerUp(node_id, path.direct))
         self.on_neighbour_up(node_id)
 
-    def _send(self, node_id: bytes, payload: bytes, wall: float) -> None:
-        entry = self._directory.get(node_id)
-        if entry is not None:
-            self._sessions.send(entry.x25519_public_key, payload, wall - self._wall_offset)
-
     def _prune(self, node_id: bytes, wall: float, *, tell: bool) -> None:
         """Drop a neighbour by choice: the direct path stays, the routing link goes."""
         path = self.path(node_id)
@@ -320,7 +317,7 @@ class PathSelector:
             self._outbox.event(PeerDown(node_id))
         self.bound.make_passive(node_id, wall)
         if tell and self.bound.should_tell(node_id, wall):
-            self._send(node_id, PRUNE_MESSAGE, wall)
+            self._send_control(node_id, PRUNE_MESSAGE)
 
     def on_prune(self, node_id: bytes, wall: float) -> None:
         """A peer keeps no routing link with us: drop ours, keep it as a candidate."""
