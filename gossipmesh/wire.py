@@ -54,11 +54,15 @@ class PayloadKind(IntEnum):
     LINK_ACCEPT = 0x1B
     LINK_DECLINE = 0x1C
     NEIGHBOUR_PRUNE = 0x1D
+    """'No routing link between us' (gossipmesh.node.neighbours): the bound on neighbours."""
     NEIGHBOUR_OFFER = 0x1E
+    """'Be my routing neighbour', with the RTT the offerer measured (node/neighbours.py)."""
     RECORD_DIGEST = 0x1F
     """(node id, sequence) of the records a new neighbour holds: the other pulls what it lacks."""
-    """'Be my routing neighbour', with the RTT the offerer measured (node/neighbours.py)."""
-    """'No routing link between us' (gossipmesh.node.neighbours): the bound on neighbours."""
+    DOCUMENT_DIGEST = 0x20
+    """Versions of the authority's documents a node holds (gossipmesh.node.documents)."""
+    DOCUMENT_CHUNK = 0x21
+    """A piece of a signed policy or revocation list pushed to a neighbour that lacks it."""
 
 
 def is_ip_packet(payload: bytes) -> bool:

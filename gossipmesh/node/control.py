@@ -8,6 +8,7 @@ mesh echo are the node's own. Malformed ones are counted and dropped.
 
 from __future__ import annotations
 
+from gossipmesh.node.documents import DocumentSync, decode_digests
 from gossipmesh.node.events import EchoAnswered
 from gossipmesh.node.links import NodeLinks
 from gossipmesh.node.messages import (
@@ -43,6 +44,7 @@ class ControlDispatch:
         records: RecordSync,
         paths: PathSelector,
         links: NodeLinks,
+        documents: DocumentSync,
         outbox: Outbox,
         counters: NodeCounters,
         wall_offset: float,
@@ -52,6 +54,7 @@ class ControlDispatch:
         self._records = records
         self._paths = paths
         self._links = links
+        self._documents = documents
         self._outbox = outbox
         self._counters = counters
         self._wall_offset = wall_offset
@@ -88,6 +91,10 @@ class ControlDispatch:
                 self._paths.on_prune(node_id, wall)
             elif kind == PayloadKind.NEIGHBOUR_OFFER:
                 self._paths.on_offer(node_id, decode_offer(payload), wall)
+            elif kind == PayloadKind.DOCUMENT_DIGEST:
+                self._documents.on_digests(node_id, decode_digests(payload), now)
+            elif kind == PayloadKind.DOCUMENT_CHUNK:
+                self._documents.on_chunk(node_id, payload, now)
             elif kind in _LINK_KINDS:
                 self._links.on_message(peer_key, node_id, payload, now)
             elif kind == PayloadKind.ECHO_REQUEST:

@@ -29,13 +29,16 @@ from gossipmesh.links.planner import LinkPlanner
 from gossipmesh.membership import NetworkSecret
 from gossipmesh.node.address_map import AddressMap
 from gossipmesh.node.control import ControlDispatch
+from gossipmesh.node.documents import DocumentSync
 from gossipmesh.node.events import (
     DhtDatagram,
+    DocumentAccepted,
     NodeEvent,
     NodeRequest,
     RelayAddress,
     RoutesChanged,
     SaveAddressState,
+    SaveDocument,
 )
 from gossipmesh.node.forwarding import Forwarder
 from gossipmesh.node.links import BULK_BATCH, NodeLinks
@@ -57,6 +60,7 @@ from gossipmesh.session.events import (
     PacketReceived,
 )
 from gossipmesh.session.manager import SessionManager
+from gossipmesh.trust.document import SignedDocument
 
 SERVICE_PASSES = 64
 """Bound on moving output between the cores: each pass only reacts to the last one's."""
@@ -150,17 +154,22 @@ class NodeCore:
             scale,
         )
         self.forwarder.links = self.links
+        self.documents = DocumentSync(
+            options.authority_public_key, self.send_control, self.routing.neighbours
+        )
+        self.documents.on_accepted = self._document_accepted
         self.control = ControlDispatch(
             self.sessions,
             self.routing,
             self.records,
             self.paths,
             self.links,
+            self.documents,
             self.outbox,
             self.counters,
             wall_offset,
         )
-        self.paths.on_neighbour_up = self.records.hand_over
+        self.paths.on_neighbour_up = self._neighbour_up
         self.records.on_change = self._directory_changed
         self._running = self._starting = False
         self._probe_round = RoundTimer(options.probe_interval / scale, self.rng)
@@ -214,6 +223,18 @@ class NodeCore:
             raise LookupError("not a known mesh node")
         self.control.send_echo(entry.x25519_public_key, nonce, now)
         self._service()
+
+    def offer_document(self, data: bytes, now: float) -> SignedDocument:
+        """A policy or revocation list from this host (a push, or the saved copy at start).
+
+        Raises `DocumentError` (older, forged, another authority's...); a newer
+        one is in force at once and spreads to the neighbours.
+        """
+        self._now = now
+        try:
+            return self.documents.offer(data, now)
+        finally:
+            self._service()
 
     def forget_ping(self, nonce: int) -> None:
         """The driver gave up waiting: a late reply is then ignored."""
@@ -351,6 +372,7 @@ class NodeCore:
             self.paths.probe_round(now)
         if self._directory_round.take(now):
             self.records.directory_round(wall)
+            self.documents.round(now)
         self._service()
 
     # --- output ----------------------------------------------------------------------------------
@@ -395,6 +417,14 @@ class NodeCore:
         if payload and node_id is not None:
             self.control.dispatch(node_id, peer_key, payload, self._now)
         self._service()
+
+    def _neighbour_up(self, node_id: bytes) -> None:
+        self.records.hand_over(node_id)
+        self.documents.greet(node_id)
+
+    def _document_accepted(self, document: SignedDocument, source: bytes | None) -> None:
+        self.outbox.request(SaveDocument(int(document.kind), document.encode()))
+        self.outbox.event(DocumentAccepted(int(document.kind), document.version))
 
     def _directory_changed(self) -> None:
         """Re-index the data plane, add new session peers, apply the collision rule."""

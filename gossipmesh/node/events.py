@@ -70,7 +70,23 @@ class EchoAnswered:
     at: float
 
 
-NodeEvent = PeerUp | PeerDown | RoutesChanged | NameChanged | AddressChanged | EchoAnswered
+@dataclass(frozen=True, slots=True)
+class DocumentAccepted:
+    """A newer policy or revocation list from the authority is in force now."""
+
+    kind: int
+    version: int
+
+
+NodeEvent = (
+    PeerUp
+    | PeerDown
+    | RoutesChanged
+    | NameChanged
+    | AddressChanged
+    | EchoAnswered
+    | DocumentAccepted
+)
 
 
 # --- requests ------------------------------------------------------------------------
@@ -132,6 +148,20 @@ class ConnectLink:
     host: str
 
 
+@dataclass(frozen=True, slots=True)
+class SaveDocument:
+    """Persist this verified authority document (it must survive restarts)."""
+
+    kind: int
+    data: bytes
+
+
 NodeRequest = (
-    PublishRecords | FetchRecords | ProbeEndpoints | DhtDatagram | SaveAddressState | ConnectLink
+    PublishRecords
+    | FetchRecords
+    | ProbeEndpoints
+    | DhtDatagram
+    | SaveAddressState
+    | ConnectLink
+    | SaveDocument
 )

@@ -55,6 +55,10 @@ class NodeOptions:
     leaves: tuple[LeafPeer, ...] = ()
     service_addresses: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...] = ()
     """Extra local addresses (the MagicDNS resolver) that leaves may reach on this host."""
+    authority_public_key: bytes | None = None
+    """The network authority's Ed25519 key (docs/trust.md); None: a shared-secret-only network."""
+    certificate: bytes = b""
+    """This node's encoded certificate from that authority, carried in its node record."""
 
 
 @dataclass

@@ -17,6 +17,7 @@ from gossipmesh.names import key_name
 from gossipmesh.node.core import NodeCore
 from gossipmesh.node.events import Address, RelayAddress
 from gossipmesh.node.options import MESH_MTU
+from gossipmesh.trust.document import DocumentKind
 
 
 def display_name(entry: Resolved) -> str:
@@ -72,6 +73,11 @@ class NodeViews:
         counters["neighbour_prunes_received"] = bound.pruned_received
         counters["neighbour_evictions"] = bound.evictions
         counters["passive_paths_expired"] = bound.idle_expired
+        documents = core.documents.counters
+        counters["documents_accepted"] = documents.accepted
+        counters["documents_pushed"] = documents.pushed
+        counters["document_chunks_dropped"] = documents.chunks_dropped
+        counters.update({f"documents_refused_{k}": v for k, v in documents.refused.items()})
         own = core.directory.get(core.identity.node_id)
         return {
             "node_id": core.identity.node_id.hex(),
@@ -89,6 +95,26 @@ class NodeViews:
             "reachable": len(core.routing.routes()),
             "counters": counters,
             "stream_links": core.links.status(),
+        }
+
+    def trust(self) -> dict[str, Any]:
+        """`gossipmesh policy show`: the authority and the documents in force here."""
+        core = self.core
+        authority = core.options.authority_public_key
+        held = {
+            kind.name.lower(): {
+                "version": document.version,
+                "issued_at": document.issued_at,
+                "digest": document.digest.hex(),
+                "bytes": len(document.payload),
+            }
+            for kind, document in core.documents.held.items()
+        }
+        policy = core.documents.held.get(DocumentKind.POLICY)
+        return {
+            "authority": None if authority is None else _b64(authority),
+            "documents": held,
+            "policy_source": None if policy is None else policy.payload.decode("utf-8", "replace"),
         }
 
     def peers(self, now: float) -> list[dict[str, Any]]:

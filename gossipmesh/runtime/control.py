@@ -22,7 +22,8 @@ from gossipmesh.errors import GossipmeshError, UsageError
 
 log = logging.getLogger(__name__)
 
-MAX_REQUEST_BYTES = 64 * 1024
+MAX_REQUEST_BYTES = 1024 * 1024
+"""Room for a pushed policy (at most 256 KiB signed, base64 in the request)."""
 REQUEST_TIMEOUT = 5.0
 
 Handler = Callable[[Mapping[str, Any]], Awaitable[Any]]
@@ -45,7 +46,9 @@ class ControlServer:
             self.path.unlink()  # left by a killed daemon; the instance lock proves it is stale
         old_umask = os.umask(0o177)
         try:
-            self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
+            self._server = await asyncio.start_unix_server(
+                self._serve, path=str(self.path), limit=MAX_REQUEST_BYTES + 1
+            )
         finally:
             os.umask(old_umask)
         os.chmod(self.path, 0o600)

@@ -29,6 +29,7 @@ from gossipmesh.node.events import (
     ProbeEndpoints,
     PublishRecords,
     SaveAddressState,
+    SaveDocument,
 )
 from gossipmesh.records import NodeRecord
 
@@ -56,6 +57,7 @@ class CoreDriver:
         discovery: Discovery,
         *,
         save_address: Callable[[dict[str, Any]], None] | None = None,
+        save_document: Callable[[SaveDocument], None] | None = None,
         on_event: Callable[[NodeEvent], None] | None = None,
     ) -> None:
         self.core = core
@@ -66,6 +68,7 @@ class CoreDriver:
         """Set with stream links on: writes a whole TUN frame (the offload TUN's)."""
         self.connect_link: Callable[[ConnectLink], None] | None = None
         self._save_address = save_address
+        self._save_document = save_document
         self._on_event = on_event
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when: float | None = None
@@ -133,6 +136,9 @@ class CoreDriver:
         elif isinstance(request, SaveAddressState):
             if self._save_address is not None:
                 self._save_address(request.state)
+        elif isinstance(request, SaveDocument):
+            if self._save_document is not None:
+                self._save_document(request)
         elif isinstance(request, ProbeEndpoints):
             self.spawn(self._probe(request))
         elif isinstance(request, FetchRecords):

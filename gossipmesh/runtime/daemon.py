@@ -10,6 +10,8 @@ Protocol decisions live in `gossipmesh.node`.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import ipaddress
 import logging
@@ -312,6 +314,19 @@ class Daemon:
             except LookupError as exc:
                 raise GossipmeshError(str(exc)) from None
 
+        async def push_document(args: Mapping[str, Any]) -> Any:
+            assert self.node is not None
+            try:
+                data = base64.b64decode(str(args.get("document", "")), validate=True)
+            except (binascii.Error, ValueError):
+                raise UsageError("the document is not valid base64") from None
+            document = self.node.push_document(data)  # DocumentError: the CLI shows why
+            return {"kind": document.kind.name.lower(), "version": document.version}
+
+        async def trust(args: Mapping[str, Any]) -> Any:
+            assert self.node is not None
+            return self.node.views.trust()
+
         async def down(args: Mapping[str, Any]) -> Any:
             asyncio.get_running_loop().call_soon(self.stopped.set)
             return {"stopping": True}
@@ -324,6 +339,8 @@ class Daemon:
             "resolve": resolve,
             "wg-config": wg_config,
             "netcheck": netcheck,
+            "push-document": push_document,
+            "trust": trust,
             "down": down,
         }
 

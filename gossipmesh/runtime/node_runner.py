@@ -28,18 +28,24 @@ from gossipmesh.identity import Identity
 from gossipmesh.links.planner import AcceptedToken
 from gossipmesh.membership import NetworkSecret
 from gossipmesh.node.core import NodeCore
-from gossipmesh.node.events import EchoAnswered, NodeEvent
+from gossipmesh.node.events import EchoAnswered, NodeEvent, SaveDocument
 from gossipmesh.node.links import LinkSender, NodeLinks
 from gossipmesh.node.options import NodeCounters, NodeOptions
 from gossipmesh.node.views import NodeViews, display_name, netcheck_report
 from gossipmesh.routing.core import RoutingCore
 from gossipmesh.runtime.core_driver import CoreDriver, NodeTransport
 from gossipmesh.session.manager import SessionManager
-from gossipmesh.statefiles import StateError, read_json, write_json
+from gossipmesh.statefiles import StateError, read_json, write_atomically, write_json
+from gossipmesh.trust.document import DocumentError, DocumentKind, SignedDocument
 
 log = logging.getLogger(__name__)
 
 ADDRESS_FILE = "address.json"
+DOCUMENT_FILES = {
+    DocumentKind.POLICY: "policy.signed",
+    DocumentKind.REVOCATIONS: "revocations.signed",
+}
+"""Where the newest verified authority documents are kept across restarts."""
 
 
 class NodeRunner:
@@ -114,9 +120,11 @@ class NodeRunner:
             self.transport,
             self.discovery,
             save_address=self._save_address_state,
+            save_document=self._save_document,
             on_event=self._on_event,
         )
         self.views = NodeViews(self.core)
+        self._load_documents()
         self.driver.drain()
 
     async def start(self) -> None:
@@ -308,6 +316,13 @@ class NodeRunner:
         observed = await asyncio.gather(*(self.discovery.observe(addr) for addr in peers))
         return netcheck_report(peers, list(observed), self.options.host_endpoints)
 
+    def push_document(self, data: bytes) -> SignedDocument:
+        """`gossipmesh policy push` / `revocations push`: in force here at once, then spread."""
+        try:
+            return self.core.offer_document(data, self.now())
+        finally:
+            self.driver.drain()
+
     def status(self) -> dict[str, Any]:
         return self.views.status(self.now(), self.discovery.stats.as_dict())
 
@@ -324,3 +339,35 @@ class NodeRunner:
 
     def describe_path(self, node_id: bytes) -> str:
         return self.views.describe_path(node_id)
+
+    # --- authority documents ----------------------------------------------------------
+
+    def _load_documents(self) -> None:
+        """Put the saved policy and revocation list back in force before any traffic."""
+        if self.state_dir is None or self.options.authority_public_key is None:
+            return
+        for kind, name in DOCUMENT_FILES.items():
+            path = self.state_dir / name
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                log.error("cannot read %s: %s", path, exc)
+                continue
+            try:
+                self.core.offer_document(data, self.now())
+            except DocumentError as exc:
+                log.error("saved %s not used: %s", kind.name.lower(), exc)
+
+    def _save_document(self, request: SaveDocument) -> None:
+        if self.state_dir is None:
+            return
+        name = DOCUMENT_FILES.get(DocumentKind(request.kind))
+        if name is None:
+            return
+        try:
+            write_atomically(self.state_dir / name, request.data, mode=0o644)
+        except StateError as exc:
+            # In force in memory still; a restart would fall back to the older copy.
+            log.error("cannot save %s: %s", name, exc)
