@@ -22,7 +22,19 @@ import nacl.signing
 from gossipmesh.errors import KeyFileError
 
 KEY_FILE_HEADER = "gossipmesh-ed25519-seed-v1"
-"""First line of a key file; the second is the base64 of the 32-byte seed."""
+"""First line of a node key file; the second is the base64 of the 32-byte seed."""
+AUTHORITY_KEY_FILE_HEADER = "gossipmesh-authority-ed25519-seed-v1"
+"""First line of a network authority key file (gossipmesh/trust/authority.py).
+
+Both kinds hold an Ed25519 seed; the distinct header is what keeps a node
+from running with the authority key, or the authority signing with a node key.
+"""
+_KEY_KINDS = {KEY_FILE_HEADER: "node key", AUTHORITY_KEY_FILE_HEADER: "network authority key"}
+_WRONG_KIND_HINTS = {
+    KEY_FILE_HEADER: "; a node runs with its own key (gossipmesh keygen), "
+    "and the authority key stays offline",
+    AUTHORITY_KEY_FILE_HEADER: "; `gossipmesh network init` creates the authority key",
+}
 
 PUBLIC_KEY_SIZE = 32
 NODE_ID_SIZE = 20
@@ -125,13 +137,29 @@ def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> boo
 # --- key files -------------------------------------------------------------
 
 
-def encode_key_file(identity: Identity) -> bytes:
+def encode_key_file(identity: Identity, header: str = KEY_FILE_HEADER) -> bytes:
     seed_b64 = base64.b64encode(identity.seed).decode("ascii")
-    return f"{KEY_FILE_HEADER}\n{seed_b64}\n".encode("ascii")
+    return f"{header}\n{seed_b64}\n".encode("ascii")
 
 
-def parse_key_file(data: bytes, source: str = "key file") -> Identity:
-    """Parse key-file bytes. Any input gives an Identity or a KeyFileError."""
+def _wrong_header(source: str, found: str, header: str) -> KeyFileError:
+    """Name the kind of key given when it is a known one: the likeliest mistake."""
+    wanted = _KEY_KINDS.get(header, "key")
+    if found in _KEY_KINDS and found != header:
+        hint = _WRONG_KIND_HINTS.get(header, "")
+        return KeyFileError(f"{source}: this is a {_KEY_KINDS[found]}, not a {wanted}{hint}")
+    kind = "key file" if header == KEY_FILE_HEADER else f"{wanted} file"
+    return KeyFileError(f"{source}: not a gossipmesh {kind} (expected first line {header!r})")
+
+
+def parse_key_file(
+    data: bytes, source: str = "key file", header: str = KEY_FILE_HEADER
+) -> Identity:
+    """Parse key-file bytes. Any input gives an Identity or a KeyFileError.
+
+    `header` picks the kind of key expected; a key of another known kind is
+    refused with a message naming what it is.
+    """
     if len(data) > MAX_KEY_FILE_SIZE:
         raise KeyFileError(f"{source}: too large to be a gossipmesh key file")
     try:
@@ -139,10 +167,8 @@ def parse_key_file(data: bytes, source: str = "key file") -> Identity:
     except UnicodeDecodeError:
         raise KeyFileError(f"{source}: not a gossipmesh key file (not ASCII text)") from None
     lines = text.splitlines()
-    if not lines or lines[0].strip() != KEY_FILE_HEADER:
-        raise KeyFileError(
-            f"{source}: not a gossipmesh key file (expected first line {KEY_FILE_HEADER!r})"
-        )
+    if not lines or lines[0].strip() != header:
+        raise _wrong_header(source, lines[0].strip() if lines else "", header)
     if len(lines) < 2 or not lines[1].strip():
         raise KeyFileError(f"{source}: key file is truncated (no key after the header)")
     if any(line.strip() for line in lines[2:]):
@@ -160,7 +186,7 @@ def parse_key_file(data: bytes, source: str = "key file") -> Identity:
     return Identity.from_seed(seed)
 
 
-def load_key_file(path: str | os.PathLike[str]) -> Identity:
+def load_key_file(path: str | os.PathLike[str], header: str = KEY_FILE_HEADER) -> Identity:
     """Read a key file, refusing the unsafe cases as ssh does.
 
     A key readable or writable by group or others is refused, because anyone
@@ -194,10 +220,12 @@ def load_key_file(path: str | os.PathLike[str]) -> Identity:
             raise KeyFileError(f"{path}: cannot read key file: {exc.strerror}") from None
     finally:
         os.close(fd)
-    return parse_key_file(data, source=str(path))
+    return parse_key_file(data, source=str(path), header=header)
 
 
-def write_key_file(path: str | os.PathLike[str], identity: Identity) -> None:
+def write_key_file(
+    path: str | os.PathLike[str], identity: Identity, header: str = KEY_FILE_HEADER
+) -> None:
     """Create a key file with mode 0600; never overwrite an existing file.
 
     The data is written to the final name with O_EXCL and fsynced; on a failed
@@ -212,7 +240,7 @@ def write_key_file(path: str | os.PathLike[str], identity: Identity) -> None:
         raise KeyFileError(f"{path}: cannot create key file: {exc.strerror}") from None
     try:
         os.fchmod(fd, 0o600)
-        data = encode_key_file(identity)
+        data = encode_key_file(identity, header)
         written = 0
         while written < len(data):
             written += os.write(fd, data[written:])
