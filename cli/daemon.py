@@ -33,7 +33,21 @@ from gossipmesh.runtime.control import call_daemon
     type=click.Path(dir_okay=False, path_type=Path),
     help="File holding the network secret; every member needs the same one.",
 )
-@click.option("--name", help="The DNS label to claim (NAME.mesh) [default: the hostname].")
+@click.option(
+    "--network",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="network.json of a network with an authority (gossipmesh network init): only "
+    "nodes with its certificates are admitted, and its signed policy is enforced.",
+)
+@click.option(
+    "--cert",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="This node's certificate (gossipmesh cert sign); needed with --network.",
+)
+@click.option(
+    "--name",
+    help="The DNS label to claim (NAME.mesh); with --network the certificate's name.",
+)
 @click.option("--interface", "-i", help=f"TUN device name [default: {DEFAULT_INTERFACE}].")
 @click.option(
     "--state-dir",
@@ -75,6 +89,9 @@ def up(config_file: Path | None, **flags: Any) -> None:
     First node:   gossipmesh up --key node.key --network-secret net.secret
     Others:       gossipmesh up --key node.key --network-secret net.secret \\
                       --bootstrap FIRST-NODE:51821
+    With an authority (docs/trust.md):
+                  gossipmesh up --key node.key --network network.json \\
+                      --cert node.cert --bootstrap FIRST-NODE:51821
     """
     from gossipmesh.runtime.daemon import run_daemon
 
@@ -125,6 +142,7 @@ def peers(interface: str, state_dir: Path | None, as_json: bool) -> None:
 
     ROLE is "neighbour" for the few peers (at most max_neighbours) this node
     keeps routing links with, "passive" for other peers it reaches directly.
+    GROUPS are those the peer's certificate grants (networks with an authority).
     """
     result = call_daemon(state_dir_for(interface, state_dir).control_socket, "peers")
     if as_json:
@@ -132,6 +150,7 @@ def peers(interface: str, state_dir: Path | None, as_json: bool) -> None:
         return
     for row in result:  # a stream link carries this peer's bulk traffic over TCP
         row["stream_link"] = "tcp" if row.get("stream_link") else None
+        row["groups"] = ",".join(row.get("groups") or []) or None
         if row.get("neighbour"):
             row["role"] = "neighbour"
         elif row.get("path") == "direct":
@@ -144,6 +163,7 @@ def peers(interface: str, state_dir: Path | None, as_json: bool) -> None:
             ("path", "path"),
             ("via", "via"),
             ("role", "role"),
+            ("groups", "groups"),
             ("endpoint", "endpoint"),
             ("stream_link", "link"),
             ("rtt_ms", "rtt ms"),

@@ -147,6 +147,10 @@ class Settings:
     bootstrap: tuple[tuple[str, int], ...] = ()
     listen: int = DEFAULT_LISTEN_PORT
     network_secret: Path | None = None
+    network: Path | None = None
+    """network.json of a network with an authority (`gossipmesh network init`)."""
+    cert: Path | None = None
+    """This node's certificate from that authority (`gossipmesh cert sign`)."""
     name: str | None = None
     interface: str = DEFAULT_INTERFACE
     state_dir: Path | None = None
@@ -168,6 +172,8 @@ FIELDS: dict[str, Callable[[Any], Any]] = {
     "bootstrap": _parse_bootstrap,
     "listen": _parse_port,
     "network_secret": _parse_path,
+    "network": _parse_path,
+    "cert": _parse_path,
     "name": _parse_name,
     "interface": _parse_interface,
     "state_dir": _parse_path,

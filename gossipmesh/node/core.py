@@ -29,25 +29,22 @@ from gossipmesh.links.planner import LinkPlanner
 from gossipmesh.membership import NetworkSecret
 from gossipmesh.node.address_map import AddressMap
 from gossipmesh.node.control import ControlDispatch
-from gossipmesh.node.documents import DocumentSync
 from gossipmesh.node.events import (
     DhtDatagram,
-    DocumentAccepted,
-    NodeEvent,
-    NodeRequest,
     RelayAddress,
     RoutesChanged,
     SaveAddressState,
-    SaveDocument,
 )
 from gossipmesh.node.forwarding import Forwarder
 from gossipmesh.node.links import BULK_BATCH, NodeLinks
 from gossipmesh.node.options import MESH_MTU, NodeCounters, NodeOptions
-from gossipmesh.node.outbox import Outbox
+from gossipmesh.node.outbox import Outbox, PulledOutput
 from gossipmesh.node.own_address import OwnAddress
 from gossipmesh.node.paths import PathSelector
 from gossipmesh.node.record_sync import RecordSync
 from gossipmesh.node.rounds import RoundTimer
+from gossipmesh.node.trust import NodeTrust
+from gossipmesh.node.trust_gate import TrustGate
 from gossipmesh.records import NodeRecord
 from gossipmesh.routing import core as routing_events
 from gossipmesh.routing.core import RoutingCore
@@ -66,7 +63,7 @@ SERVICE_PASSES = 64
 """Bound on moving output between the cores: each pass only reacts to the last one's."""
 
 
-class NodeCore:
+class NodeCore(PulledOutput):
     """One mesh member's protocol state; driven by calls, read by pulls."""
 
     def __init__(
@@ -123,6 +120,7 @@ class NodeCore:
             self.send_control,
             wall_offset,
         )
+        self.gate = TrustGate(options.authority_public_key)
         self.records = RecordSync(
             identity,
             options,
@@ -132,6 +130,7 @@ class NodeCore:
             self.outbox,
             self.counters,
             self.send_control,
+            self.gate.admit,
         )
         self.forwarder = Forwarder(
             self.addresses,
@@ -154,10 +153,20 @@ class NodeCore:
             scale,
         )
         self.forwarder.links = self.links
-        self.documents = DocumentSync(
-            options.authority_public_key, self.send_control, self.routing.neighbours
+        self.trust = NodeTrust(
+            self.gate,
+            self.directory,
+            self.sessions,
+            self.routing,
+            self.paths,
+            self.links,
+            self.outbox,
+            self.counters,
+            self.send_control,
+            self._directory_changed,
+            wall_offset,
         )
-        self.documents.on_accepted = self._document_accepted
+        self.documents = self.trust.documents
         self.control = ControlDispatch(
             self.sessions,
             self.routing,
@@ -225,14 +234,10 @@ class NodeCore:
         self._service()
 
     def offer_document(self, data: bytes, now: float) -> SignedDocument:
-        """A policy or revocation list from this host (a push, or the saved copy at start).
-
-        Raises `DocumentError` (older, forged, another authority's...); a newer
-        one is in force at once and spreads to the neighbours.
-        """
+        """A policy or revocation list pushed here (or saved); DocumentError if refused."""
         self._now = now
         try:
-            return self.documents.offer(data, now)
+            return self.trust.offer(data, now)
         finally:
             self._service()
 
@@ -258,7 +263,7 @@ class NodeCore:
     ) -> None:
         """Records the DHT found; `round_finished` for the answer to a round's `FetchRecords`."""
         self._now = now
-        self.records.fetched(records)
+        self.records.fetched(records, self.wall(now))
         if round_finished:
             self._directory_round.finished(now)
         self._service()
@@ -372,32 +377,8 @@ class NodeCore:
             self.paths.probe_round(now)
         if self._directory_round.take(now):
             self.records.directory_round(wall)
-            self.documents.round(now)
+            self.trust.round(now)
         self._service()
-
-    # --- output ----------------------------------------------------------------------------------
-
-    def datagrams_to_send(self) -> list[tuple[bytes, tuple[str, int]]]:
-        out, self.outbox.datagrams = self.outbox.datagrams, []
-        return out
-
-    def tun_packets_to_write(self) -> list[bytes]:
-        """IP packets for the TUN device (delivered to this host)."""
-        out, self.outbox.tun_writes = self.outbox.tun_writes, []
-        return out
-
-    def tun_frames_to_write(self) -> list[memoryview]:
-        """Whole TUN frames off stream links (virtio_net_hdr first), written as they are."""
-        out, self.outbox.tun_frames = self.outbox.tun_frames, []
-        return out
-
-    def next_event(self) -> NodeEvent | None:
-        events = self.outbox.events
-        return events.popleft() if events else None
-
-    def next_request(self) -> NodeRequest | None:
-        requests = self.outbox.requests
-        return requests.popleft() if requests else None
 
     # --- inside ------------------------------------------------------------------------------
 
@@ -421,10 +402,6 @@ class NodeCore:
     def _neighbour_up(self, node_id: bytes) -> None:
         self.records.hand_over(node_id)
         self.documents.greet(node_id)
-
-    def _document_accepted(self, document: SignedDocument, source: bytes | None) -> None:
-        self.outbox.request(SaveDocument(int(document.kind), document.encode()))
-        self.outbox.event(DocumentAccepted(int(document.kind), document.version))
 
     def _directory_changed(self) -> None:
         """Re-index the data plane, add new session peers, apply the collision rule."""

@@ -141,8 +141,10 @@ class DocumentSync:
         self._neighbours = neighbours
         self.held: dict[DocumentKind, SignedDocument] = {}
         self.counters = DocumentCounters()
-        self.on_accepted: Callable[[SignedDocument, bytes | None], None] = lambda doc, peer: None
-        """Called with each newly held document and the node it came from (None: local)."""
+        self.on_accepted: Callable[[SignedDocument, bytes | None, float], None] = (
+            lambda document, peer, now: None
+        )
+        """Called with each newly held document, the node it came from (None: local), now."""
         self._reassembly: OrderedDict[tuple[bytes, int], _Reassembly] = OrderedDict()
         self._pushed_at: dict[tuple[bytes, int, int], float] = {}
         self._rounds = 0
@@ -165,7 +167,7 @@ class DocumentSync:
             raise
         self.held[accepted.kind] = accepted
         self.counters.accepted += 1
-        self.on_accepted(accepted, source)
+        self.on_accepted(accepted, source, now)
         self.announce(exclude=source)
         return accepted
 

@@ -9,8 +9,11 @@
 - Leaves (stock WireGuard peers of this node) are forwarded onward after the
   same source check against their configured prefixes.
 
-This is the place where a packet filter fits: every packet that enters or
-leaves the mesh passes `deliver`, `forward_from_leaf` or `tun_packet`.
+The packet filter (`InboundFilter`, the signed policy in a network with
+an authority) sits here: every packet from the mesh to this node or its
+leaves passes `allow_inbound` in `deliver` (and in `NodeLinks.received`),
+and every packet this node or a leaf sends into the mesh is noted
+(`note_outbound`), so that replies to flows opened from here pass.
 """
 
 from __future__ import annotations
@@ -37,6 +40,18 @@ class LinkedPeers(Protocol):
     def udp_from_linked_peer(self, peer_key: bytes, now: float) -> None: ...
 
 
+class InboundFilter(Protocol):
+    """The data path's view of the policy filter (node/policy_gate.py)."""
+
+    def allow_inbound(self, packet: bytes | memoryview, source: bytes, now: float) -> bool:
+        """May this packet from node `source` reach this host or a leaf (counted if not)?"""
+        ...
+
+    def note_outbound(self, packet: bytes | memoryview, now: float) -> None:
+        """A packet leaves for the mesh: its flow's replies are allowed back."""
+        ...
+
+
 class Forwarder:
     """Moves IP packets; decides nothing about paths (that is `PathSelector`)."""
 
@@ -60,6 +75,8 @@ class Forwarder:
         self._service = service
         self._send_control = send_control
         self.links: LinkedPeers | None = None
+        self.filter: InboundFilter | None = None
+        """None in a network without an authority: nothing is filtered."""
         self.tx_bytes: dict[bytes, int] = {}
         """Bytes of IP packets sent to each peer (by X25519 key), for `peers`."""
         self.rx_bytes: dict[bytes, int] = {}
@@ -85,6 +102,8 @@ class Forwarder:
                 return
         key = peer.public_key
         self.tx_bytes[key] = self.tx_bytes.get(key, 0) + len(packet)
+        if self.filter is not None:
+            self.filter.note_outbound(packet, now)
         datagram = self._sessions.encrypt_for(peer, packet, now)
         if datagram is None:
             self._service()  # staged; a handshake may be queued
@@ -119,6 +138,8 @@ class Forwarder:
                 self.tun_packet(packet, now)
             return
         assert peer is not None and type(endpoint) is tuple
+        if self.filter is not None:
+            self.filter.note_outbound(first, now)  # one flow: the segments share its header
         self._counters.tun_packets += len(packets)
         key = peer.public_key
         self.tx_bytes[key] = self.tx_bytes.get(key, 0) + sum(map(len, packets))
@@ -172,6 +193,9 @@ class Forwarder:
         if not own_address and not addresses.may_send_from(owner, source):
             self._counters.source_rejected += 1
             return
+        packet_filter = self.filter
+        if packet_filter is not None and not packet_filter.allow_inbound(packet, owner, now):
+            return
         if destination in addresses.local:
             self._counters.delivered += 1
             self._outbox.tun_writes.append(packet)
@@ -203,6 +227,8 @@ class Forwarder:
         if peer is None:
             self._reply_to_leaf(peer_key, icmp.unreachable(packet), now)
             return
+        if self.filter is not None:
+            self.filter.note_outbound(packet, now)
         self.encrypt_and_send(peer, packet, now)
 
     def _reply_to_leaf(self, peer_key: bytes, answer: bytes | None, now: float) -> None:

@@ -131,6 +131,9 @@ class NodeLinks:
         key = peer.public_key
         sender = self._senders.get(key)
         if sender is not None:
+            packet_filter = self._forwarder.filter
+            if packet_filter is not None:
+                packet_filter.note_outbound(memoryview(frame)[VNET_SIZE:], now)
             sender.queue(frame)
             self.counters.frames_sent += 1
             tx_bytes = self._forwarder.tx_bytes
@@ -186,6 +189,7 @@ class NodeLinks:
             counters.frames_rejected += len(items)
             return
         frames_out = self._outbox.tun_frames
+        packet_filter = self._forwarder.filter
         local = addresses.local
         by_address = addresses.directory.by_address
         allowed: bytes | None = None
@@ -207,6 +211,11 @@ class NodeLinks:
                     continue
                 allowed = source
             received_bytes += len(item) - VNET_SIZE
+            if packet_filter is not None and not packet_filter.allow_inbound(
+                item[VNET_SIZE:], owner, now
+            ):
+                counters.frames_rejected += 1
+                continue
             if destination in local:
                 counters.frames_received += 1
                 node_counters.delivered += 1

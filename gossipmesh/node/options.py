@@ -80,4 +80,6 @@ class NodeCounters:
     control_malformed: int = 0
     rendezvous_sent: int = 0
     rendezvous_answered: int = 0
+    nodes_excluded: int = 0
+    """Admitted nodes taken out again: their certificate was revoked or expired."""
     extra: dict[str, int] = field(default_factory=dict)

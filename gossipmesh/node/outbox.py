@@ -44,6 +44,34 @@ class Outbox:
         self.dirty = True
 
 
+class PulledOutput:
+    """The pull side of a core's `Outbox` (h11-style): the driver takes what is pending."""
+
+    outbox: Outbox
+
+    def datagrams_to_send(self) -> list[tuple[bytes, tuple[str, int]]]:
+        out, self.outbox.datagrams = self.outbox.datagrams, []
+        return out
+
+    def tun_packets_to_write(self) -> list[bytes]:
+        """IP packets for the TUN device (delivered to this host)."""
+        out, self.outbox.tun_writes = self.outbox.tun_writes, []
+        return out
+
+    def tun_frames_to_write(self) -> list[memoryview]:
+        """Whole TUN frames off stream links (virtio_net_hdr first), written as they are."""
+        out, self.outbox.tun_frames = self.outbox.tun_frames, []
+        return out
+
+    def next_event(self) -> NodeEvent | None:
+        events = self.outbox.events
+        return events.popleft() if events else None
+
+    def next_request(self) -> NodeRequest | None:
+        requests = self.outbox.requests
+        return requests.popleft() if requests else None
+
+
 def is_udp_address(endpoint: Hashable) -> bool:
     """A session endpoint that is a UDP address (not a relay marker)."""
     return type(endpoint) is tuple

@@ -377,6 +377,13 @@ class PathSelector:
             self._outbox.event(PeerDown(node_id))
         self.use_relay(node_id, now)
 
+    def forget(self, node_id: bytes) -> None:
+        """A node excluded from the mesh (revoked, expired): no path, no candidate."""
+        path = self.paths.pop(node_id, None)
+        self.bound.forget(node_id)  # a probe in flight still finishes (and ends its round)
+        if path is not None and path.neighbour:
+            self._outbox.event(PeerDown(node_id))
+
     def handshake_abandoned(self, peer_key: bytes, now: float) -> None:
         node_id = self._addresses.node_by_x25519.get(peer_key)
         if node_id is not None:

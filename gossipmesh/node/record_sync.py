@@ -40,6 +40,7 @@ from gossipmesh.records import (
     validate,
 )
 from gossipmesh.routing.core import RoutingCore
+from gossipmesh.trust.certificate import CERTIFICATE_EXTENSION
 
 NODE_RECORD_BROADCAST = b"\x01"
 """Prefix of a broadcast body that carries a signed node record."""
@@ -60,8 +61,11 @@ class RecordSync:
         outbox: Outbox,
         counters: NodeCounters,
         send_control: Callable[[bytes, bytes], None],
+        admit: Callable[[NodeRecord, float], bool] = lambda record, wall: True,
     ) -> None:
         self._identity = identity
+        self._admit = admit
+        """The trust gate (node/trust_gate.py): does this verified record's node belong here?"""
         self._options = options
         self._directory = directory
         self._own = own
@@ -86,7 +90,11 @@ class RecordSync:
             Endpoint(EndpointKind.HOST, host, port) for host, port in options.host_endpoints
         )
         prefixes = [prefix for leaf in options.leaves for prefix in leaf.addresses]
-        extensions = ((ROUTED_PREFIXES_EXTENSION, encode_prefixes(prefixes)),) if prefixes else ()
+        extensions: tuple[tuple[int, bytes], ...] = ()
+        if prefixes:
+            extensions += ((ROUTED_PREFIXES_EXTENSION, encode_prefixes(prefixes)),)
+        if options.certificate:
+            extensions += ((CERTIFICATE_EXTENSION, options.certificate),)
         name = options.name or ""
         return NodeRecord(
             public_key=self._identity.public_key,
@@ -144,6 +152,9 @@ class RecordSync:
             return None
         if not isinstance(validated, NodeRecord) or validated.node_id == self._identity.node_id:
             return None
+        if not self._admit(validated, wall):
+            self._counters.records_refused += 1
+            return None
         if self._directory.update(validated):
             self.on_change()
         return validated
@@ -152,11 +163,20 @@ class RecordSync:
         if body.startswith(NODE_RECORD_BROADCAST):
             self.accept(body[len(NODE_RECORD_BROADCAST) :], wall)
 
-    def fetched(self, records: list[NodeRecord]) -> None:
-        """Records the DHT look-ups found (the DHT service verified them)."""
+    def fetched(self, records: list[NodeRecord], wall: float) -> None:
+        """Records the DHT look-ups found (the DHT service verified their signatures)."""
         changed = False
+        own_id = self._identity.node_id
         for record in records:
-            if record.node_id != self._identity.node_id and self._directory.update(record):
+            if record.node_id == own_id:
+                continue
+            held = self._directory.record(record.node_id)
+            if held is not None and held.sequence >= record.sequence:
+                continue
+            if not self._admit(record, wall):
+                self._counters.records_refused += 1
+                continue
+            if self._directory.update(record):
                 changed = True
         if changed:
             self.on_change()

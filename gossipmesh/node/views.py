@@ -78,6 +78,7 @@ class NodeViews:
         counters["documents_pushed"] = documents.pushed
         counters["document_chunks_dropped"] = documents.chunks_dropped
         counters.update({f"documents_refused_{k}": v for k, v in documents.refused.items()})
+        counters.update({f"trust_refused_{k}": v for k, v in core.gate.refused.items()})
         own = core.directory.get(core.identity.node_id)
         return {
             "node_id": core.identity.node_id.hex(),
@@ -148,6 +149,7 @@ class NodeViews:
                     "tx_bytes": core.forwarder.tx_bytes.get(key, 0),
                     "stream_link": core.links.has_link(key),
                     "neighbour": core.paths.is_neighbour(entry.node_id),
+                    "groups": list(core.gate.groups(entry.node_id)),
                 }
             )
         return rows

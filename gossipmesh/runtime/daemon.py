@@ -32,7 +32,6 @@ from gossipmesh.dns.node_view import PeerTableView
 from gossipmesh.dns.service import MagicDns, resolver_config, start_magic_dns
 from gossipmesh.errors import GossipmeshError, UsageError
 from gossipmesh.identity import Identity, load_or_create_key_file
-from gossipmesh.membership import NetworkSecret
 from gossipmesh.node.options import MESH_MTU, NodeOptions
 from gossipmesh.runtime.busypoll import install_busy_poll
 from gossipmesh.runtime.control import ControlServer
@@ -41,6 +40,7 @@ from gossipmesh.runtime.heap import keep_freed_memory
 from gossipmesh.runtime.links import StreamLinks, open_link_listener
 from gossipmesh.runtime.logs import configure_logging
 from gossipmesh.runtime.node_runner import NodeRunner
+from gossipmesh.runtime.trust_setup import Trust, load_trust, with_network
 from gossipmesh.runtime.tun import TunDevice, TunError, open_tun
 from gossipmesh.runtime.udp import open_udp_socket
 from gossipmesh.statefiles import InstanceLock, StateDir, default_state_dir
@@ -86,23 +86,14 @@ def host_endpoints(port: int) -> tuple[tuple[str, int], ...]:
     return tuple(found) or (("127.0.0.1", port),)
 
 
-def load_secret(settings: Settings) -> NetworkSecret:
-    if settings.network_secret is None:
-        log.warning(
-            "no --network-secret: this is an open network that anyone who can reach "
-            "the port may join"
-        )
-        return NetworkSecret.open_network()
-    return NetworkSecret.from_file(settings.network_secret)
-
-
 class Daemon:
     """One running instance: owns the socket, the TUN device and the node."""
 
-    def __init__(self, settings: Settings, identity: Identity, secret: NetworkSecret) -> None:
+    def __init__(self, settings: Settings, identity: Identity, trust: Trust) -> None:
         self.settings = settings
         self.identity = identity
-        self.secret = secret
+        self.trust = trust
+        self.secret = trust.secret
         self.state = StateDir(settings.state_dir or default_state_dir(settings.interface))
         self.stopped = asyncio.Event()
         self.node: NodeRunner | None = None
@@ -121,7 +112,7 @@ class Daemon:
         self.sock = open_udp_socket(settings.listen)
         port = self.sock.getsockname()[1]
         options = NodeOptions(
-            name=settings.name,
+            name=self.trust.name,
             ipv4_network=settings.ipv4_network,
             listen_port=port,
             host_endpoints=await asyncio.to_thread(host_endpoints, port),
@@ -129,6 +120,8 @@ class Daemon:
             timer_scale=settings.timer_scale,
             leaves=settings.leaf,
             service_addresses=(RESOLVER_IPV4, RESOLVER_IPV6) if settings.dns != "off" else (),
+            authority_public_key=self.trust.authority_public_key,
+            certificate=self.trust.certificate,
         )
         # The node needs the TUN fd for writes, and the TUN needs the node's
         # address: claim the address first (start() does), then bring the
@@ -190,7 +183,7 @@ class Daemon:
             "up: %s %s (%s) on %s, UDP port %d",
             node.ipv4,
             node.ipv6,
-            settings.name or "no name",
+            self.trust.name or "no name",
             self.tun.name,
             port,
         )
@@ -345,8 +338,8 @@ class Daemon:
         }
 
 
-async def _serve(settings: Settings, identity: Identity, secret: NetworkSecret) -> None:
-    daemon = Daemon(settings, identity, secret)
+async def _serve(settings: Settings, identity: Identity, trust: Trust) -> None:
+    daemon = Daemon(settings, identity, trust)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, daemon.stopped.set)
@@ -361,6 +354,7 @@ def run_daemon(settings: Settings) -> None:
     """Everything `gossipmesh up` does, in the foreground, until a stop signal."""
     configure_logging(settings.log_level, settings.log_format)
     preflight()
+    settings = with_network(settings)
     keep_freed_memory()
     state = StateDir(settings.state_dir or default_state_dir(settings.interface))
     state.create()
@@ -371,9 +365,9 @@ def run_daemon(settings: Settings) -> None:
         identity, created = load_or_create_key_file(key_path)
         if created:
             log.info("created a new node key at %s", key_path)
-        secret = load_secret(settings)
+        trust = load_trust(settings, identity)
         started = time.monotonic()
-        asyncio.run(_serve(settings, identity, secret))
+        asyncio.run(_serve(settings, identity, trust))
         log.info("stopped after %.0f s", time.monotonic() - started)
     finally:
         lock.release()

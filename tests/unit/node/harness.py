@@ -11,6 +11,7 @@ handshakes, probing, relaying, records, routes — is the real code.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,7 @@ from gossipmesh.node.events import (
     ProbeEndpoints,
     PublishRecords,
     SaveAddressState,
+    SaveDocument,
 )
 from gossipmesh.node.options import NodeOptions
 from gossipmesh.records import NodeRecord
@@ -51,6 +53,7 @@ class Member:
     delivered: list[bytes] = field(default_factory=list)
     events: list[NodeEvent] = field(default_factory=list)
     saved_address: dict[str, Any] | None = None
+    saved_documents: dict[int, bytes] = field(default_factory=dict)
     up: bool = True
 
 
@@ -65,9 +68,12 @@ class CoreNet:
         seed: int = 7,
         start: float = 100.0,
         max_neighbours: int = NodeOptions.max_neighbours,
+        options: Callable[[int, Identity], dict[str, Any]] | None = None,
     ) -> None:
         self.now = start
         self.max_neighbours = max_neighbours
+        self.extra_options = options or (lambda index, identity: {})
+        """More NodeOptions fields per node (an authority key, a certificate...)."""
         self.allowed = allowed
         self.rng = random.Random(seed)
         self.dht: dict[bytes, NodeRecord] = {}
@@ -80,15 +86,16 @@ class CoreNet:
             self.members.append(Member(index, identity, self._build(index, identity, None)))
 
     def _build(self, index: int, identity: Identity, saved: object) -> NodeCore:
-        options = NodeOptions(
-            name=f"node{index}",
-            listen_port=address_of(index)[1],
-            host_endpoints=(address_of(index),),
-            timer_scale=10.0,
-            probe_interval=5.0,
-            directory_interval=5.0,
-            max_neighbours=self.max_neighbours,
-        )
+        fields: dict[str, Any] = {
+            "name": f"node{index}",
+            "listen_port": address_of(index)[1],
+            "host_endpoints": (address_of(index),),
+            "timer_scale": 10.0,
+            "probe_interval": 5.0,
+            "directory_interval": 5.0,
+            "max_neighbours": self.max_neighbours,
+        }
+        options = NodeOptions(**{**fields, **self.extra_options(index, identity)})
         stream = random.Random(self.rng.getrandbits(64))
         return NodeCore(
             identity,
@@ -200,6 +207,8 @@ class CoreNet:
             core.probe_finished(request.node_id, answered, request.answering, self.now)
         elif isinstance(request, SaveAddressState):
             member.saved_address = request.state
+        elif isinstance(request, SaveDocument):
+            member.saved_documents[request.kind] = request.data
         elif isinstance(request, ConnectLink):
             core.links.connect_failed(request.order.peer_key, self.now)
         elif isinstance(request, DhtDatagram):

@@ -1,0 +1,153 @@
+"""Admission by certificate, revocation and expiry, on real node cores (CoreNet, no loop).
+
+The attacker cases are built the way an attacker would: a member with a
+valid certificate for its own key, a node with no certificate, one from
+another authority, one that claims a name its certificate does not grant,
+and one whose certificate is revoked or expires while it is in the mesh.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gossipmesh.identity import Identity
+from gossipmesh.node.core import NodeCore
+from gossipmesh.trust.certificate import sign_certificate
+from gossipmesh.trust.document import DocumentKind
+from gossipmesh.trust.revocation import RevocationList, sign_revocations
+
+from .harness import WALL_OFFSET, CoreNet
+from .test_core import CONVERGE, run_until_true
+
+AUTHORITY = Identity.from_seed(b"a" * 32)
+ROGUE_AUTHORITY = Identity.from_seed(b"r" * 32)
+LONG = 10 * 365 * 24 * 3600
+
+
+def _certified(
+    *,
+    uncertified: frozenset[int] = frozenset(),
+    foreign: frozenset[int] = frozenset(),
+    names: dict[int, str] | None = None,
+    lies: dict[int, str] | None = None,
+    lifetimes: dict[int, int] | None = None,
+) -> Any:
+    """NodeOptions for CoreNet: node i gets a certificate for name node{i} (with exceptions)."""
+
+    def options(index: int, identity: Identity) -> dict[str, Any]:
+        extra: dict[str, Any] = {"authority_public_key": AUTHORITY.public_key}
+        if index in (lies or {}):
+            extra["name"] = (lies or {})[index]  # what the node claims in its records
+        if index in uncertified:
+            return extra
+        signer = ROGUE_AUTHORITY if index in foreign else AUTHORITY
+        granted = (names or {}).get(index, f"node{index}")
+        start = int(WALL_OFFSET) - 10
+        extra["certificate"] = sign_certificate(
+            signer,
+            identity.public_key,
+            granted,
+            ["web"] if index % 2 else ["dev"],
+            None,
+            (),
+            False,
+            start,
+            start + (lifetimes or {}).get(index, LONG),
+        ).encode()
+        return extra
+
+    return options
+
+
+def _knows(core: NodeCore, other: NodeCore) -> bool:
+    return core.directory.get(other.identity.node_id) is not None
+
+
+def _routes(core: NodeCore, other: NodeCore) -> bool:
+    return core.routing.route(other.identity.node_id) is not None
+
+
+def test_certified_nodes_form_a_mesh_and_know_each_others_groups() -> None:
+    net = CoreNet(4, options=_certified())
+    net.start()
+    cores = [m.core for m in net.members]
+    run_until_true(
+        net, lambda: all(_routes(a, b) for a in cores for b in cores if a is not b), CONVERGE
+    )
+    assert cores[0].gate.groups(cores[1].identity.node_id) == ("web",)
+    assert cores[1].gate.groups(cores[2].identity.node_id) == ("dev",)
+
+
+def test_no_certificate_or_another_authoritys_is_never_admitted() -> None:
+    net = CoreNet(4, options=_certified(uncertified=frozenset({2}), foreign=frozenset({3})))
+    net.start()
+    honest = [net.members[0].core, net.members[1].core]
+    intruders = [net.members[2].core, net.members[3].core]
+    run_until_true(net, lambda: _routes(honest[0], honest[1]), CONVERGE)
+    net.run_for(60.0)
+    for core in honest:
+        for intruder in intruders:
+            assert not _knows(core, intruder)
+            assert core.sessions.peer(intruder.identity.x25519_public_key) is None
+    refused = honest[0].gate.refused
+    assert refused.get("no_certificate", 0) > 0
+    assert refused.get("wrong_authority", 0) > 0
+
+
+def test_a_member_claiming_a_name_its_certificate_does_not_grant_is_refused() -> None:
+    # Node 2's certificate grants "node2", but it claims "node0" (the victim's name).
+    net = CoreNet(3, options=_certified(lies={2: "node0"}))
+    lie = net.members[2].core
+    net.start()
+    a, b = net.members[0].core, net.members[1].core
+    run_until_true(net, lambda: _routes(a, b), CONVERGE)
+    net.run_for(60.0)
+    assert not _knows(a, lie) and not _knows(b, lie)
+    assert a.directory.lookup_name("node0") is not None
+    assert a.directory.lookup_name("node0").node_id == a.identity.node_id  # type: ignore[union-attr]
+    assert b.gate.refused.get("name_not_granted", 0) > 0
+
+
+def test_revocation_cuts_a_node_off_everywhere() -> None:
+    net = CoreNet(4, options=_certified())
+    net.start()
+    cores = [m.core for m in net.members]
+    run_until_true(
+        net, lambda: all(_routes(a, b) for a in cores for b in cores if a is not b), CONVERGE
+    )
+    victim = cores[3]
+    revoked_key = victim.identity.public_key
+    document = sign_revocations(
+        AUTHORITY, RevocationList(public_keys=frozenset({revoked_key})), 1, int(WALL_OFFSET)
+    )
+    cores[0].offer_document(document.encode(), net.now)
+    others = cores[:3]
+    run_until_true(
+        net,
+        lambda: all(DocumentKind.REVOCATIONS in c.documents.held for c in others),
+        30.0,
+        step=0.1,
+    )
+    for core in others:
+        assert not _knows(core, victim)
+        assert core.sessions.peer(victim.identity.x25519_public_key) is None
+        assert core.counters.nodes_excluded == 1
+    net.run_for(60.0)  # its records keep coming from the DHT and from itself: still refused
+    for core in others:
+        assert not _knows(core, victim)
+        assert not _routes(core, victim)
+        assert core.gate.refused.get("revoked", 0) > 0
+    assert all(_routes(a, b) for a in others for b in others if a is not b)
+
+
+def test_an_expiring_certificate_takes_its_node_out() -> None:
+    net = CoreNet(3, options=_certified(lifetimes={2: 200}))
+    net.start()
+    a, b, short = (m.core for m in net.members)
+    run_until_true(net, lambda: _knows(a, short) and _knows(b, short), CONVERGE)
+    expiry = int(WALL_OFFSET) - 10 + 200 - WALL_OFFSET
+    run_until_true(
+        net, lambda: not _knows(a, short) and not _knows(b, short), expiry - net.now + 30
+    )
+    assert net.now >= expiry
+    assert _routes(a, b)
