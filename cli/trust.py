@@ -43,7 +43,7 @@ from gossipmesh.trust.certificate import (
     load_certificate_file,
     sign_certificate,
 )
-from gossipmesh.trust.document import DocumentError
+from gossipmesh.trust.document import DocumentError, SignedDocument
 from gossipmesh.trust.revocation import (
     RevocationError,
     RevocationList,
@@ -308,6 +308,10 @@ def _revocations(path: Path, desc: NetworkDescription) -> RevocationList:
     document = load_revocation_file(path)
     if document is None:
         raise ConfigError(f"{path}: revocation list does not exist")
+    return _verified(document, path, desc)
+
+
+def _verified(document: SignedDocument, path: Path, desc: NetworkDescription) -> RevocationList:
     try:
         return revocations_of(document, desc.authority_public_key)
     except DocumentError as exc:
@@ -357,7 +361,7 @@ def revoke(
         added_serials.append(_own_certificate(path, desc).serial)
     added_keys = [_public_key(text) for text in public_keys]
     held = load_revocation_file(list_path)
-    current = _revocations(list_path, desc) if held is not None else RevocationList()
+    current = _verified(held, list_path, desc) if held is not None else RevocationList()
     try:
         updated = current.with_added(serials=added_serials, public_keys=added_keys)
     except RevocationError as exc:

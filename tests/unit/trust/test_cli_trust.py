@@ -440,3 +440,25 @@ def test_bad_durations_are_usage_errors(text: str) -> None:
 def test_times_far_out_of_range_still_print() -> None:
     assert utc(0) == "1970-01-01 00:00:00 UTC"
     assert utc((1 << 64) - 1) == f"{(1 << 64) - 1} (Unix time)"
+
+
+def test_show_refuses_a_missing_revocation_list(net: Path, tmp_path: Path) -> None:
+    _sign(net, tmp_path / "node.cert")
+    result = run(
+        "cert",
+        "show",
+        tmp_path / "node.cert",
+        "--network",
+        net / "network.json",
+        "--revocations",
+        tmp_path / "missing.bin",
+        code=2,
+    )
+    assert "missing.bin: revocation list does not exist" in result.output
+
+
+def test_the_authority_does_not_certify_itself(net: Path, tmp_path: Path) -> None:
+    own = encode_public_key(load_authority_key(net / "authority.key").public_key)
+    result = _sign(net, tmp_path / "node.cert", "--public-key", own, code=2)
+    assert "the authority's own key" in result.output
+    assert not (tmp_path / "node.cert").exists()
