@@ -239,7 +239,8 @@ def test_unknown_format_and_flags_are_refused_not_ignored() -> None:
     _malformed(bytes(data))
     data = bytearray(CERT.encode())
     data[1 + 32 + 32 + 8 + 8 + 8] |= 0x80
-    _malformed(bytes(data))
+    with pytest.raises(CertificateError, match="unknown flags 0x83"):
+        decode_certificate(bytes(data))
 
 
 @settings(max_examples=300, deadline=None)
