@@ -11,6 +11,7 @@ import click
 from gossipmesh import __version__
 from gossipmesh.addressing import DEFAULT_IPV4_NETWORK, first_ipv4, ipv6_for, parse_ipv4_network
 from gossipmesh.cli.daemon import DAEMON_COMMANDS
+from gossipmesh.cli.documents import revocations
 from gossipmesh.cli.errors import ErrorReportingGroup
 from gossipmesh.cli.simulate import simulate, sweep
 from gossipmesh.cli.trust import TRUST_COMMANDS
@@ -109,7 +110,7 @@ def addr(key_path: Path | None, public_key: str | None, ipv4_network: str, as_js
         click.echo(f"{field_name.replace('_', ' '):<{width}}  {value}")
 
 
-for _command in [*DAEMON_COMMANDS, *TRUST_COMMANDS, simulate, sweep]:
+for _command in [*DAEMON_COMMANDS, *TRUST_COMMANDS, revocations, simulate, sweep]:
     main.add_command(_command)
 
 

@@ -101,6 +101,8 @@ class RefusalReason(StrEnum):
     NAME_TAKEN = "name_taken"
     """Another holder's unexpired claim on the name wins the name rule."""
     STORAGE_FULL = "storage_full"
+    NOT_ADMITTED = "not_admitted"
+    """A network with an authority: the record's node has no valid certificate for it."""
 
 
 class RecordError(ValueError):

@@ -75,11 +75,13 @@ class Discovery:
         refresh_interval: float = DEFAULT_REFRESH_INTERVAL,
         wall_clock: Callable[[], float] | None = None,
         rng: random.Random | None = None,
+        admit: Callable[[Record, float], bool] | None = None,
     ) -> None:
         """`wall_clock` gives Unix seconds for record times; by default the loop clock
         plus the offset to `time.time()` measured at `start()`, so a virtual-time
         loop moves record time too. `rng` jitters the republish cadence (the
         simulator passes a seeded one)."""
+        self._admit = admit
         republish = record_lifetime / 3 if republish_interval is None else republish_interval
         if not 0 < republish < record_lifetime:
             raise ValueError("republish_interval must be positive and shorter than the lifetime")
@@ -158,7 +160,7 @@ class Discovery:
         self._loop = asyncio.get_running_loop()
         use_loop_clock()
         self._wall_offset = time.time() - self._loop.time()
-        storage = RecordStorage(self.now, self._loop.time)
+        storage = RecordStorage(self.now, self._loop.time, admit=self._admit)
         self._server = RecordServer(
             self.identity.node_id,
             storage,

@@ -47,8 +47,11 @@ class RecordStorage(IStorage):  # type: ignore[misc]
         wall_clock: Callable[[], float],
         loop_clock: Callable[[], float],
         capacity: int = MAX_STORED_RECORDS,
+        admit: Callable[[Record, float], bool] | None = None,
     ) -> None:
         self._wall_clock = wall_clock
+        self._admit = admit
+        """The node's trust gate: in a network with an authority, only certified records."""
         self._loop_clock = loop_clock
         self._capacity = capacity
         self._entries: dict[bytes, StoredRecord] = {}
@@ -68,6 +71,8 @@ class RecordStorage(IStorage):  # type: ignore[misc]
         entry = self._entries.get(key)
         held = entry.record if entry is not None else None
         validate(record, now, held)
+        if self._admit is not None and not self._admit(record, now):
+            raise RecordError(RefusalReason.NOT_ADMITTED)
         if entry is None:
             self._cull(now, force=len(self._entries) >= self._capacity)
             if len(self._entries) >= self._capacity:

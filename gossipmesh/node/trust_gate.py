@@ -16,15 +16,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from gossipmesh.records import NodeRecord
+from gossipmesh.records import NodeRecord, Record
 from gossipmesh.trust.certificate import (
     CERTIFICATE_EXTENSION,
+    MAX_CLOCK_SKEW,
     CertificateError,
+    CertificateRefusal,
     NodeCertificate,
     decode_certificate,
 )
 from gossipmesh.trust.document import SignedDocument
 from gossipmesh.trust.revocation import RevocationList, decode_revocations
+
+MAX_VERIFIED = 65_536
+"""Certificates whose signature is remembered as verified (the set is emptied when full)."""
 
 
 class TrustGate:
@@ -35,6 +40,8 @@ class TrustGate:
         self.revocations = RevocationList(frozenset(), frozenset())
         self.certificates: dict[bytes, NodeCertificate] = {}
         """node id -> the certificate its admitted record carries."""
+        self._verified: set[bytes] = set()
+        """Encoded certificates already verified: the same bytes need no second signature check."""
         self.refused: dict[str, int] = {}
         """Records refused, by reason (`CertificateRefusal` values, plus missing and name)."""
 
@@ -44,36 +51,69 @@ class TrustGate:
 
     def admit(self, record: NodeRecord, wall: float) -> bool:
         """True when `record` may enter the directory (its signature is checked elsewhere)."""
-        authority = self.authority_public_key
-        if authority is None:
-            return True
-        certificate = self._certificate_in(record)
+        certificate = self.check(record, wall)
         if certificate is None:
-            return False
-        try:
-            certificate.check(authority, record.public_key, wall)
-        except CertificateError as exc:
-            self._refuse(exc.reason.value)
-            return False
-        if self.revocations.revokes(certificate):
-            self._refuse("revoked")
-            return False
-        if record.name and not certificate.grants_name(record.name):
-            self._refuse("name_not_granted")
-            return False
+            return self.authority_public_key is None
         self.certificates[record.node_id] = certificate
         return True
 
-    def _certificate_in(self, record: NodeRecord) -> NodeCertificate | None:
-        value = dict(record.extensions).get(CERTIFICATE_EXTENSION)
-        if value is None:
+    def admit_stored(self, record: Record, wall: float) -> bool:
+        """For the DHT's storage: node records need a certificate, name records pass.
+
+        A name record alone grants nothing: a name resolves only through the
+        directory, whose node records the gate admitted (names granted).
+        """
+        return (
+            not isinstance(record, NodeRecord) or self.open or self.check(record, wall) is not None
+        )
+
+    def check(self, record: NodeRecord, wall: float) -> NodeCertificate | None:
+        """The record's certificate when it admits the record, else None (counted)."""
+        authority = self.authority_public_key
+        if authority is None:
+            return None
+        raw = dict(record.extensions).get(CERTIFICATE_EXTENSION)
+        if raw is None:
             self._refuse("no_certificate")
             return None
         try:
-            return decode_certificate(value)
+            certificate = decode_certificate(raw)
+            self._verify(certificate, raw, authority, record.public_key, wall)
         except CertificateError as exc:
             self._refuse(exc.reason.value)
             return None
+        if record.name and not certificate.grants_name(record.name):
+            self._refuse("name_not_granted")
+            return None
+        return certificate
+
+    def _verify(
+        self,
+        certificate: NodeCertificate,
+        raw: bytes,
+        authority: bytes,
+        node_key: bytes,
+        wall: float,
+    ) -> None:
+        """`certificate.check`, with the signature verified once per certificate, not per record.
+
+        A node's record is re-issued every few minutes with the same certificate;
+        only its key, validity and revocation need checking again.
+        """
+        if raw in self._verified:
+            if certificate.node_public_key != node_key:
+                raise CertificateError(CertificateRefusal.WRONG_KEY)
+            if self.revocations.revokes(certificate):
+                raise CertificateError(CertificateRefusal.REVOKED)
+            if wall + MAX_CLOCK_SKEW < certificate.not_before:
+                raise CertificateError(CertificateRefusal.NOT_YET_VALID)
+            if wall >= certificate.not_after:
+                raise CertificateError(CertificateRefusal.EXPIRED)
+            return
+        certificate.check(authority, node_key, wall, self.revocations)
+        if len(self._verified) >= MAX_VERIFIED:
+            self._verified.clear()
+        self._verified.add(raw)
 
     def _refuse(self, reason: str) -> None:
         self.refused[reason] = self.refused.get(reason, 0) + 1

@@ -113,6 +113,7 @@ class NodeRunner:
             record_lifetime=self.options.record_lifetime,
             rpc_timeout=self.options.rpc_timeout,
             wall_clock=lambda: loop.time() + wall_offset,
+            admit=self.core.gate.admit_stored,
         )
         self.driver = CoreDriver(
             self.core,
@@ -277,7 +278,9 @@ class NodeRunner:
         if record is None:
             return None
         await self.driver.lookup(record)
-        return self.core.directory.get(record.node_id)
+        # The directory's answer, not the name record's holder: a node record the
+        # trust gate refused, or a claim that loses the names rule, names no one.
+        return self.core.directory.lookup_name(label)
 
     async def ping(self, target: str, count: int = 3, timeout: float = 2.0) -> dict[str, Any]:
         """Mesh-level echo through the end-to-end session: RTTs and the path taken."""
