@@ -4,6 +4,13 @@ A decrypted payload whose first byte is not an IP version is a control
 message (`wire.PayloadKind`). Routing takes gossip, keepalives and relay
 envelopes; record exchange, rendezvous, stream-link negotiation and the
 mesh echo are the node's own. Malformed ones are counted and dropped.
+
+A member gone bad can send any number of the node's own kinds (records,
+requests, digests, documents, echoes); each peer gets a token bucket of
+CONTROL_PER_SECOND with a burst of CONTROL_BURST (a newcomer's whole
+record exchange fits in the burst), and what is over it is dropped and
+counted (`control_rate_limited`). Routing's kinds are left to routing,
+which drops floods by their sequence numbers.
 """
 
 from __future__ import annotations
@@ -26,12 +33,15 @@ from gossipmesh.node.paths import RENDEZVOUS_REQUEST, PathSelector
 from gossipmesh.node.record_sync import RecordSync
 from gossipmesh.routing.core import RoutingCore
 from gossipmesh.session.manager import SessionManager
+from gossipmesh.session.ratelimit import SourceRateLimiter
 from gossipmesh.wire import PayloadKind
 
 _ROUTING_KINDS = frozenset(
     (PayloadKind.GOSSIP, PayloadKind.PING, PayloadKind.PONG, PayloadKind.RELAY)
 )
 _LINK_KINDS = frozenset((PayloadKind.LINK_OFFER, PayloadKind.LINK_ACCEPT, PayloadKind.LINK_DECLINE))
+CONTROL_PER_SECOND = 500.0
+CONTROL_BURST = 2000.0
 
 
 class ControlDispatch:
@@ -58,6 +68,7 @@ class ControlDispatch:
         self._outbox = outbox
         self._counters = counters
         self._wall_offset = wall_offset
+        self._limiter = SourceRateLimiter(CONTROL_PER_SECOND, CONTROL_BURST)
         self._echoes: set[int] = set()
         """Nonces of our mesh pings still waiting for a reply."""
 
@@ -74,7 +85,11 @@ class ControlDispatch:
         try:
             if kind in _ROUTING_KINDS:
                 self._routing.receive_control(node_id, payload, wall)
-            elif kind == PayloadKind.NODE_RECORDS:
+                return
+            if not self._limiter.allow(node_id, now):
+                self._counters.control_rate_limited += 1
+                return
+            if kind == PayloadKind.NODE_RECORDS:
                 for data in decode_records(payload):
                     self._records.accept(data, wall)
             elif kind == PayloadKind.RECORD_REQUEST:

@@ -120,7 +120,7 @@ class NodeCore(PulledOutput):
             self.send_control,
             wall_offset,
         )
-        self.gate = TrustGate(options.authority_public_key)
+        self.gate = TrustGate(options.authority_public_key, options.certificate)
         self.records = RecordSync(
             identity,
             options,
@@ -165,7 +165,10 @@ class NodeCore(PulledOutput):
             self.send_control,
             self._directory_changed,
             wall_offset,
+            identity.node_id,
+            tuple(prefix for leaf in options.leaves for prefix in leaf.addresses),
         )
+        self.forwarder.filter = self.trust.policy
         self.documents = self.trust.documents
         self.control = ControlDispatch(
             self.sessions,
@@ -407,6 +410,7 @@ class NodeCore(PulledOutput):
         """Re-index the data plane, add new session peers, apply the collision rule."""
         now = self._now
         newcomers, departed = self.addresses.rebuild(now)
+        self.trust.directory_changed(now)
         for key in departed:
             self.links.forget(key)  # a link of its expires with its keys
         self.records.report_names()

@@ -141,6 +141,8 @@ class DocumentSync:
         self._neighbours = neighbours
         self.held: dict[DocumentKind, SignedDocument] = {}
         self.counters = DocumentCounters()
+        self.check: Callable[[SignedDocument], None] = lambda document: None
+        """More checks of a verified, newer document before it is kept (it must parse)."""
         self.on_accepted: Callable[[SignedDocument, bytes | None, float], None] = (
             lambda document, peer, now: None
         )
@@ -162,6 +164,7 @@ class DocumentSync:
             document = decode_document(data)
             held = self.held.get(document.kind)
             accepted = accept_newer(document, held, self.authority_public_key)
+            self.check(accepted)
         except DocumentError as exc:
             self.counters.refuse(exc.reason)
             raise

@@ -78,6 +78,8 @@ class NodeCounters:
     """Records received that we held already (or an older copy): dropped unverified."""
     icmp_sent: int = 0
     control_malformed: int = 0
+    control_rate_limited: int = 0
+    """Node control messages from one peer beyond its rate (node/control.py), dropped."""
     rendezvous_sent: int = 0
     rendezvous_answered: int = 0
     nodes_excluded: int = 0

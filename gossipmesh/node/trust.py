@@ -19,10 +19,14 @@ from gossipmesh.node.links import NodeLinks
 from gossipmesh.node.options import NodeCounters
 from gossipmesh.node.outbox import Outbox
 from gossipmesh.node.paths import PathSelector
+from gossipmesh.node.policy_gate import PolicyGate
 from gossipmesh.node.trust_gate import TrustGate
+from gossipmesh.policy.selectors import Network
+from gossipmesh.policy.signed import policy_from_document
 from gossipmesh.routing.core import RoutingCore
 from gossipmesh.session.manager import SessionManager
 from gossipmesh.trust.document import DocumentKind, SignedDocument
+from gossipmesh.trust.revocation import decode_revocations
 
 
 class NodeTrust:
@@ -41,6 +45,8 @@ class NodeTrust:
         send_control: Callable[[bytes, bytes], None],
         directory_changed: Callable[[], None],
         wall_offset: float,
+        own_id: bytes,
+        served: tuple[Network, ...],
     ) -> None:
         self.gate = gate
         self._directory = directory
@@ -53,7 +59,12 @@ class NodeTrust:
         self._directory_changed = directory_changed
         self.documents = DocumentSync(gate.authority_public_key, send_control, routing.neighbours)
         self.documents.on_accepted = self._accepted
+        self.documents.check = self._check
         self._wall_offset = wall_offset
+        self.policy: PolicyGate | None = None
+        """The policy filter; None in a network without an authority (nothing filtered)."""
+        if gate.authority_public_key is not None:
+            self.policy = PolicyGate(gate, directory, own_id, served)
 
     def offer(self, data: bytes, now: float) -> SignedDocument:
         """A document from this host; DocumentError (with the reason) when refused."""
@@ -62,14 +73,31 @@ class NodeTrust:
     def round(self, now: float) -> None:
         """Every directory round: document anti-entropy, and expired certificates out."""
         self.documents.round(now)
+        if self.policy is not None:
+            self.policy.filter.expire(now)
         wall = now + self._wall_offset
         self.exclude(self.gate.expired(wall), wall)
+
+    def _check(self, document: SignedDocument) -> None:
+        """A document the authority signed must also parse, or it is refused (malformed)."""
+        if document.kind == DocumentKind.POLICY:
+            assert self.gate.authority_public_key is not None
+            policy_from_document(document, self.gate.authority_public_key)
+        elif document.kind == DocumentKind.REVOCATIONS:
+            decode_revocations(document.payload)
 
     def _accepted(self, document: SignedDocument, source: bytes | None, now: float) -> None:
         self._outbox.request(SaveDocument(int(document.kind), document.encode()))
         self._outbox.event(DocumentAccepted(int(document.kind), document.version))
         if document.kind == DocumentKind.REVOCATIONS:
             self.exclude(self.gate.use_revocations(document), now + self._wall_offset)
+        elif document.kind == DocumentKind.POLICY and self.policy is not None:
+            assert self.gate.authority_public_key is not None
+            self.policy.use_policy(document, self.gate.authority_public_key, now)
+
+    def directory_changed(self, now: float) -> None:
+        if self.policy is not None:
+            self.policy.directory_changed(now)
 
     def exclude(self, node_ids: list[bytes], wall: float) -> None:
         """Revoked or expired nodes: no session, route, name or address here any more."""

@@ -35,8 +35,10 @@ MAX_VERIFIED = 65_536
 class TrustGate:
     """Admission of node records by certificate, and the certificates of admitted nodes."""
 
-    def __init__(self, authority_public_key: bytes | None) -> None:
+    def __init__(self, authority_public_key: bytes | None, own_certificate: bytes = b"") -> None:
         self.authority_public_key = authority_public_key
+        self.own_certificate = decode_certificate(own_certificate) if own_certificate else None
+        """This node's certificate (checked by `up` before the core exists)."""
         self.revocations = RevocationList(frozenset(), frozenset())
         self.certificates: dict[bytes, NodeCertificate] = {}
         """node id -> the certificate its admitted record carries."""

@@ -12,9 +12,11 @@ from typing import Any
 
 from gossipmesh.identity import Identity
 from gossipmesh.node.core import NodeCore
+from gossipmesh.policy.signed import sign_policy
 from gossipmesh.trust.certificate import sign_certificate
 from gossipmesh.trust.document import DocumentKind
 from gossipmesh.trust.revocation import RevocationList, sign_revocations
+from tests.support.loopback_mesh import echo_request
 
 from .harness import WALL_OFFSET, CoreNet
 from .test_core import CONVERGE, run_until_true
@@ -151,3 +153,54 @@ def test_an_expiring_certificate_takes_its_node_out() -> None:
     )
     assert net.now >= expiry
     assert _routes(a, b)
+
+
+DEV_TO_WEB_ICMP = """\
+version = {version}
+[[rules]]
+from = ["group:dev"]
+to = ["group:web"]
+proto = "icmp"
+"""
+
+
+def _echo_reply(request: bytes) -> bytes:
+    """The kernel's answer to an echo request: addresses swapped, type 0."""
+    reply = bytearray(request)
+    reply[12:16], reply[16:20] = request[16:20], request[12:16]
+    reply[20] = 0
+    return bytes(reply)
+
+
+def _sent_and_seen(net: CoreNet, source: Any, target: Any, packet: bytes) -> bool:
+    source.core.tun_packets([packet], net.now)
+    net.settle()
+    net.run_for(3.0)
+    return packet in target.delivered
+
+
+def test_default_deny_then_the_pushed_policy_decides_every_new_flow() -> None:
+    net = CoreNet(3, options=_certified())  # node0, node2: dev; node1: web
+    net.start()
+    dev, web, dev2 = net.members
+    cores = [m.core for m in net.members]
+    run_until_true(
+        net, lambda: all(_routes(a, b) for a in cores for b in cores if a is not b), CONVERGE
+    )
+
+    # An authority but no policy yet: nothing new gets in, not even ICMP.
+    assert not _sent_and_seen(net, dev, web, echo_request(dev.core.ipv4, web.core.ipv4, 1))
+    assert web.core.trust.policy is not None
+    assert web.core.trust.policy.filter.counters.no_policy >= 1
+
+    signed = sign_policy(AUTHORITY, DEV_TO_WEB_ICMP.format(version=1), int(WALL_OFFSET))
+    dev2.core.offer_document(signed.encode(), net.now)
+    run_until_true(net, lambda: all(c.trust.policy.version == 1 for c in cores), 30.0, 0.1)  # type: ignore[union-attr]
+
+    request = echo_request(dev.core.ipv4, web.core.ipv4, 2)
+    assert _sent_and_seen(net, dev, web, request)  # dev -> web: a rule allows it
+    assert _sent_and_seen(net, web, dev, _echo_reply(request))  # its reply passes back
+    unsolicited = echo_request(web.core.ipv4, dev.core.ipv4, 3)
+    assert not _sent_and_seen(net, web, dev, unsolicited)  # web -> dev: no rule
+    assert dev.core.trust.policy.filter.counters.no_rule >= 1  # type: ignore[union-attr]
+    assert not _sent_and_seen(net, dev2, dev, echo_request(dev2.core.ipv4, dev.core.ipv4, 4))
