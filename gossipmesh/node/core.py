@@ -169,14 +169,13 @@ class NodeCore(PulledOutput):
             tuple(prefix for leaf in options.leaves for prefix in leaf.addresses),
         )
         self.forwarder.filter = self.trust.policy
-        self.documents = self.trust.documents
         self.control = ControlDispatch(
             self.sessions,
             self.routing,
             self.records,
             self.paths,
             self.links,
-            self.documents,
+            self.trust.documents,
             self.outbox,
             self.counters,
             wall_offset,
@@ -404,7 +403,7 @@ class NodeCore(PulledOutput):
 
     def _neighbour_up(self, node_id: bytes) -> None:
         self.records.hand_over(node_id)
-        self.documents.greet(node_id)
+        self.trust.documents.greet(node_id)
 
     def _directory_changed(self) -> None:
         """Re-index the data plane, add new session peers, apply the collision rule."""

@@ -73,7 +73,7 @@ class NodeViews:
         counters["neighbour_prunes_received"] = bound.pruned_received
         counters["neighbour_evictions"] = bound.evictions
         counters["passive_paths_expired"] = bound.idle_expired
-        documents = core.documents.counters
+        documents = core.trust.documents.counters
         counters["documents_accepted"] = documents.accepted
         counters["documents_pushed"] = documents.pushed
         counters["document_chunks_dropped"] = documents.chunks_dropped
@@ -109,9 +109,9 @@ class NodeViews:
                 "digest": document.digest.hex(),
                 "bytes": len(document.payload),
             }
-            for kind, document in core.documents.held.items()
+            for kind, document in core.trust.documents.held.items()
         }
-        policy = core.documents.held.get(DocumentKind.POLICY)
+        policy = core.trust.documents.held.get(DocumentKind.POLICY)
         return {
             "authority": None if authority is None else _b64(authority),
             "documents": held,

@@ -126,7 +126,7 @@ def test_revocation_cuts_a_node_off_everywhere() -> None:
     others = cores[:3]
     run_until_true(
         net,
-        lambda: all(DocumentKind.REVOCATIONS in c.documents.held for c in others),
+        lambda: all(DocumentKind.REVOCATIONS in c.trust.documents.held for c in others),
         30.0,
         step=0.1,
     )
