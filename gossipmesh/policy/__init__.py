@@ -1,5 +1,7 @@
 """The network's signed default-deny policy and the stateful filter that enforces it (issue 17).
 
 Sans-IO: text and packets in, decisions out; time comes in as `now`.
-`model` parses the policy TOML into a frozen `Policy` (selectors in `selectors`).
+
+- `model`: the policy TOML parsed into a frozen `Policy` (selectors in `selectors`);
+- `evaluate`: `CompiledPolicy`, the per-node decision for new flows.
 """
