@@ -12,6 +12,7 @@ from gossipmesh import __version__
 from gossipmesh.addressing import DEFAULT_IPV4_NETWORK, first_ipv4, ipv6_for, parse_ipv4_network
 from gossipmesh.cli.daemon import DAEMON_COMMANDS
 from gossipmesh.cli.errors import ErrorReportingGroup
+from gossipmesh.cli.policy import policy
 from gossipmesh.cli.simulate import simulate, sweep
 from gossipmesh.errors import UsageError
 from gossipmesh.identity import (
@@ -108,7 +109,7 @@ def addr(key_path: Path | None, public_key: str | None, ipv4_network: str, as_js
         click.echo(f"{field_name.replace('_', ' '):<{width}}  {value}")
 
 
-for _command in [*DAEMON_COMMANDS, simulate, sweep]:
+for _command in [*DAEMON_COMMANDS, simulate, sweep, policy]:
     main.add_command(_command)
 
 
