@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -177,3 +178,13 @@ def test_an_older_version_cannot_replace_a_newer_one() -> None:
     with pytest.raises(DocumentError) as caught:
         accept_newer(older, newer, AUTHORITY.public_key)
     assert caught.value.reason is DocumentRefusal.NOT_NEWER
+
+
+def test_the_example_in_docs_passes_its_own_tests() -> None:
+    """docs/policy.md shows a complete policy: it must parse, and its tests must pass."""
+    text = (Path(__file__).resolve().parents[3] / "docs" / "policy.md").read_text()
+    example = text.split("```toml\n", 1)[1].split("```", 1)[0]
+    policy = parse_policy(example, "docs/policy.md")
+    results = run_tests(policy)
+    assert len(results) == 3 and failures(results) == []
+    assert [result.rule for result in results] == [2, None, None]  # alice is an admin
