@@ -69,6 +69,8 @@ FRAGMENT_TIMEOUT: Final = 30.0
 MAX_FRAGMENTED: Final = 4096
 """Fragmented datagrams remembered at once; the oldest is forgotten first."""
 
+UNKNOWN: Final = object()
+"""`Flow.remote` before any packet of the flow came from the mesh."""
 TABLE_FULL: Final = "table_full"
 SOURCE_LIMIT: Final = "source_limit"
 
@@ -131,6 +133,7 @@ class Flow:
         "port",
         "protocol",
         "quota_key",
+        "remote",
         "seen",
         "source",
         "state",
@@ -160,6 +163,10 @@ class Flow:
         self.entry = -1
         """The sequence number of this flow's live heap entry; -1 once removed."""
         self.quota_key: object = None
+        self.remote: object = UNKNOWN
+        """The name of the mesh peer its packets from the mesh come through (None: a
+        peer with no certificate), once one has been seen; ICMP errors about the
+        flow must come through the same peer."""
         self.key_in = self.key_out = b""
         self.in_map: dict[bytes, Flow] = {}
         self.out_map: dict[bytes, Flow] = {}

@@ -9,7 +9,7 @@ Every drop is counted by its reason.
 
 from __future__ import annotations
 
-from gossipmesh.policy.conntrack import SOURCE_LIMIT, Flow, FlowTable, FragmentTable
+from gossipmesh.policy.conntrack import SOURCE_LIMIT, UNKNOWN, Flow, FlowTable, FragmentTable
 from gossipmesh.policy.counters import FilterCounters
 from gossipmesh.policy.evaluate import CompiledPolicy
 from gossipmesh.policy.packet import Kind, PacketInfo, parse_packet
@@ -49,7 +49,7 @@ class Tracker:
             counters.fragment += 1
             return False
         if kind == Kind.ICMP_ERROR:
-            return self._related(info, now)
+            return self._related(info, source, now)
         if kind == Kind.ICMP_REFUSED:
             counters.icmp_refused += 1
             return False
@@ -86,6 +86,8 @@ class Tracker:
         if flow is not None:
             if flow.alive(now) and advance(table, flow, info, flow.opened_inbound == inbound):
                 flow.seen = now
+                if inbound and flow.remote is UNKNOWN:
+                    flow.remote = source.name if source is not None else None
                 return True
             if not flow.alive(now):
                 self.counters.expired += 1
@@ -98,6 +100,7 @@ class Tracker:
         created = table.create(keys, *opens, info, inbound, source, now)
         if isinstance(created, Flow):
             if inbound:
+                created.remote = source.name if source is not None else None
                 self.counters.new_inbound += 1
             else:
                 self.counters.new_outbound += 1
@@ -119,15 +122,22 @@ class Tracker:
         self.counters.no_rule += 1
         return False
 
-    def _related(self, info: PacketInfo, now: float) -> bool:
-        """An ICMP error passes only about a packet sent from here, and only to its sender."""
+    def _related(self, info: PacketInfo, source: PeerIdentity | None, now: float) -> bool:
+        """An ICMP error passes only about a packet sent from here, and only to its sender.
+
+        Once a flow has had packets from the mesh, errors about it must come
+        through the same peer: another member cannot cut our flows with a
+        third one, nor shrink their path MTU, by guessing their ports.
+        """
         quoted = info.quoted
         assert quoted is not None
         if quoted.source == info.destination:
             _, out_map, _, key_out = self.table.keys(quoted, False)
             flow = out_map.get(key_out)
             if flow is not None and flow.alive(now):
-                self.counters.related += 1
-                return True
+                sender = source.name if source is not None else None
+                if flow.remote is UNKNOWN or flow.remote == sender:
+                    self.counters.related += 1
+                    return True
         self.counters.icmp_unrelated += 1
         return False

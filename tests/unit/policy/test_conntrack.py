@@ -280,6 +280,27 @@ def test_icmp_errors_pass_only_about_flows_sent_from_here() -> None:
     assert (f.counters.related, f.counters.icmp_unrelated) == (2, 4)
 
 
+def test_errors_about_a_flow_must_come_through_the_peer_it_talks_to() -> None:
+    """Mallory guessing the ports of web1's flow with alice cannot cut it or shrink its MTU."""
+    f = web_filter()
+    segment = tcp4(WEB4, ALICE4, 40000, 5432, ACK)
+    f.note_outbound(tcp4(WEB4, ALICE4, 40000, 5432, SYN), 0.0)
+    assert f.allow_inbound(tcp4(ALICE4, WEB4, 5432, 40000, SYN | ACK), ALICE, 0.1)
+    f.note_outbound(segment, 0.2)
+    too_big = icmp4_error(MALLORY4, WEB4, segment, kind=3, code=4)
+    assert not f.allow_inbound(too_big, MALLORY, 1.0)
+    assert not f.allow_inbound(icmp4_error("100.64.7.7", WEB4, segment), None, 1.0)
+    assert f.allow_inbound(icmp4_error(ALICE4, WEB4, segment, kind=3, code=4), ALICE, 1.0)
+    behind_alice = icmp4_error("10.30.0.1", WEB4, segment, kind=11)  # a router she routes
+    assert f.allow_inbound(behind_alice, ALICE, 1.0)
+    assert (f.counters.related, f.counters.icmp_unrelated) == (2, 2)
+    inbound = tcp4(WEB4, ALICE4, 22, 50001, SYN | ACK)  # a flow alice opened: the same rule
+    assert f.allow_inbound(tcp4(ALICE4, WEB4, 50001, 22, SYN), ALICE, 2.0)
+    f.note_outbound(inbound, 2.0)
+    assert not f.allow_inbound(icmp4_error(MALLORY4, WEB4, inbound), MALLORY, 2.5)
+    assert f.allow_inbound(icmp4_error(ALICE4, WEB4, inbound), ALICE, 2.5)
+
+
 def test_packet_too_big_about_an_ipv6_tcp_flow_and_an_echo() -> None:
     f = web_filter()
     segment = tcp6(WEB6, MALLORY6, 40000, 443, SYN)
