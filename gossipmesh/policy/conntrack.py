@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterator
 from typing import Final
 
@@ -119,7 +119,6 @@ class Flow:
     """One tracked flow; `opened_inbound`: the first packet came from the mesh."""
 
     __slots__ = (
-        "destination",
         "entry",
         "fast_in",
         "fast_out",
@@ -130,12 +129,10 @@ class Flow:
         "key_out",
         "opened_inbound",
         "out_map",
-        "port",
-        "protocol",
+        "queued",
         "quota_key",
         "remote",
         "seen",
-        "source",
         "state",
         "timeout",
     )
@@ -143,7 +140,6 @@ class Flow:
     def __init__(
         self,
         flow_class: int,
-        info: PacketInfo,
         opened_inbound: bool,
         identity: PeerIdentity | None,
         now: float,
@@ -152,16 +148,14 @@ class Flow:
         self.opened_inbound = opened_inbound
         self.identity = identity
         """Who opened it from the mesh: a new policy version re-decides with it."""
-        self.source = info.source
-        self.destination = info.destination
-        self.protocol = info.protocol
-        self.port = info.port
         self.seen = now
         self.timeout = 0.0
         self.state = State.UNREPLIED
         self.fast_in = self.fast_out = False
         self.entry = -1
         """The sequence number of this flow's live heap entry; -1 once removed."""
+        self.queued = False
+        """Unconfirmed, and so in the eviction queue (entries are dropped lazily)."""
         self.quota_key: object = None
         self.remote: object = UNKNOWN
         """The name of the mesh peer its packets from the mesh come through (None: a
@@ -173,6 +167,24 @@ class Flow:
 
     def alive(self, now: float) -> bool:
         return now < self.seen + self.timeout
+
+    def opening(self) -> tuple[bytes, bytes, int, int]:
+        """(source, destination, protocol, port) of its packets from the mesh, from `key_in`.
+
+        Not stored apart: a flow is kept small (the table may hold 65,536),
+        and only a new policy version needs these, to re-decide it.
+        """
+        key = self.key_in
+        if self.flow_class == FlowClass.TCP or self.flow_class == FlowClass.UDP:
+            size = (len(key) - 4) // 2
+            protocol = TCP if self.flow_class == FlowClass.TCP else UDP
+            port = int.from_bytes(key[-2:], "big")
+            return key[:size], key[size : 2 * size], protocol, port
+        if self.flow_class == FlowClass.ECHO:
+            size = (len(key) - 4) // 2
+            return key[2 : 2 + size], key[2 + size : 2 + 2 * size], key[0], 0
+        size = (len(key) - 1) // 2
+        return key[1 : 1 + size], key[1 + size :], key[0], 0
 
 
 FlowMap = dict[bytes, Flow]
@@ -201,7 +213,8 @@ class FlowTable:
         self.next_due = float("inf")
         self._heap: list[tuple[float, int, Flow]] = []
         self._sequence = itertools.count()
-        self._unconfirmed: OrderedDict[Flow, None] = OrderedDict()
+        self._unconfirmed: deque[Flow] = deque()
+        """Oldest first; a flow confirmed or removed since stays until popped (`queued`)."""
         self._per_source: dict[object, int] = {}
 
     def __len__(self) -> int:
@@ -256,7 +269,7 @@ class FlowTable:
                 return SOURCE_LIMIT
         if self.count >= self.max_flows and not self._make_room(now):
             return TABLE_FULL
-        flow = Flow(flow_class, info, inbound, identity, now)
+        flow = Flow(flow_class, inbound, identity, now)
         flow.in_map, flow.out_map, flow.key_in, flow.key_out = keys
         flow.in_map[flow.key_in] = flow
         flow.out_map[flow.key_out] = flow
@@ -279,9 +292,10 @@ class FlowTable:
         else:
             flow.fast_in = flow.fast_out = False
         if state in CONFIRMED:
-            self._unconfirmed.pop(flow, None)
-        elif flow not in self._unconfirmed:
-            self._unconfirmed[flow] = None
+            flow.queued = False
+        elif not flow.queued:
+            flow.queued = True
+            self._unconfirmed.append(flow)
         if shorter:
             self._push(flow, flow.seen + timeout)
 
@@ -293,7 +307,7 @@ class FlowTable:
             del flow.in_map[flow.key_in]
         if flow.out_map.get(flow.key_out) is flow:
             del flow.out_map[flow.key_out]
-        self._unconfirmed.pop(flow, None)
+        flow.queued = False
         if flow.quota_key is not None:
             left = self._per_source[flow.quota_key] - 1
             if left:
@@ -320,6 +334,10 @@ class FlowTable:
         self.next_due = heap[0][0] if heap else float("inf")
         if len(heap) > 2 * self.count + 1024:
             self._rebuild()
+        if len(self._unconfirmed) > 2 * self.count + 1024:
+            self._unconfirmed = deque(
+                dict.fromkeys(flow for flow in self._unconfirmed if flow.queued)
+            )
         self.counters.expired += removed
         return removed
 
@@ -340,12 +358,14 @@ class FlowTable:
         self.expire(now)
         if self.count < self.max_flows:
             return True
-        if not self._unconfirmed:
-            return False
-        oldest, _ = self._unconfirmed.popitem(last=False)
-        self.remove(oldest)
-        self.counters.evicted += 1
-        return True
+        queue = self._unconfirmed
+        while queue:
+            oldest = queue.popleft()
+            if oldest.queued:
+                self.remove(oldest)
+                self.counters.evicted += 1
+                return True
+        return False
 
 
 class FragmentTable:

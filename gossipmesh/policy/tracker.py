@@ -72,9 +72,8 @@ class Tracker:
         compiled = self.compiled
         if compiled is None:
             return False
-        return compiled.allows(
-            flow.identity, flow.source, flow.destination, flow.protocol, flow.port
-        )
+        source, destination, protocol, port = flow.opening()
+        return compiled.allows(flow.identity, source, destination, protocol, port)
 
     def _track(
         self, info: PacketInfo, source: PeerIdentity | None, now: float, inbound: bool

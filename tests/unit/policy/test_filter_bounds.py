@@ -12,16 +12,31 @@ from gossipmesh.policy.peer import PeerIdentity
 from tests.unit.policy.filtering import (
     ALICE,
     ALICE4,
+    ALICE6,
     BOB,
     BOB4,
     MALLORY,
     MALLORY4,
+    POLICY,
     POLICY_TEXT,
     WEB,
     WEB4,
+    WEB6,
     web_filter,
 )
-from tests.unit.policy.packets import ACK, FIN, RST, SYN, echo4, ipv4, packed, tcp4, udp4
+from tests.unit.policy.packets import (
+    ACK,
+    FIN,
+    RST,
+    SYN,
+    echo4,
+    ipv4,
+    ipv6,
+    packed,
+    tcp4,
+    udp4,
+    udp6,
+)
 
 
 def establish(f: PacketFilter, sport: int, now: float = 0.0) -> None:
@@ -230,3 +245,29 @@ def test_batches_and_single_packets_agree(
         assert batched.filter_inbound(inbound, ALICE, now) == expected
     assert single.counters == batched.counters
     assert sorted(f.state for f in single.flows()) == sorted(f.state for f in batched.flows())
+
+
+def test_a_flow_recovers_how_it_was_opened_from_its_key() -> None:
+    """What a new policy version re-decides with: not stored apart, so it must round-trip."""
+    text = POLICY_TEXT + '[[rules]]\nfrom = ["group:dev"]\nto = ["*"]\nproto = "any"\n'
+    f = PacketFilter(WEB, parse_policy(text))
+    opened = {
+        tcp4(ALICE4, WEB4, 1000, 22, SYN): (6, 22),
+        udp6(ALICE6, WEB6, 1001, 53): (17, 53),
+        echo4(ALICE4, WEB4, 77): (1, 0),
+        ipv4(ALICE4, WEB4, 47, bytes(8)): (47, 0),
+        ipv6(ALICE6, WEB6, 132, bytes(12)): (132, 0),
+    }
+    for packet in opened:
+        assert f.allow_inbound(packet, ALICE, 0.0)
+    found = {flow.opening() for flow in f.flows()}
+    expected = set()
+    for packet, (protocol, port) in opened.items():
+        v4 = packet[0] >> 4 == 4
+        source, destination = (
+            (packet[12:16], packet[16:20]) if v4 else (packet[8:24], packet[24:40])
+        )
+        expected.add((source, destination, protocol, port))
+    assert found == expected
+    assert f.set_policy(POLICY, 1.0) == 2  # the GRE and SCTP flows needed the 'any' rule
+    assert {flow.opening()[2] for flow in f.flows()} == {6, 17, 1}
