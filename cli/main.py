@@ -13,6 +13,7 @@ from gossipmesh.addressing import DEFAULT_IPV4_NETWORK, first_ipv4, ipv6_for, pa
 from gossipmesh.cli.daemon import DAEMON_COMMANDS
 from gossipmesh.cli.documents import revocations
 from gossipmesh.cli.errors import ErrorReportingGroup
+from gossipmesh.cli.policy import policy
 from gossipmesh.cli.simulate import simulate, sweep
 from gossipmesh.cli.trust import TRUST_COMMANDS
 from gossipmesh.errors import UsageError
@@ -110,7 +111,7 @@ def addr(key_path: Path | None, public_key: str | None, ipv4_network: str, as_js
         click.echo(f"{field_name.replace('_', ' '):<{width}}  {value}")
 
 
-for _command in [*DAEMON_COMMANDS, *TRUST_COMMANDS, revocations, simulate, sweep]:
+for _command in [*DAEMON_COMMANDS, *TRUST_COMMANDS, policy, revocations, simulate, sweep]:
     main.add_command(_command)
 
 
