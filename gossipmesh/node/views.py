@@ -17,6 +17,7 @@ from gossipmesh.names import key_name
 from gossipmesh.node.core import NodeCore
 from gossipmesh.node.events import Address, RelayAddress
 from gossipmesh.node.options import MESH_MTU
+from gossipmesh.policy.counters import DROP_REASONS
 from gossipmesh.trust.document import DocumentKind
 
 
@@ -79,6 +80,12 @@ class NodeViews:
         counters["document_chunks_dropped"] = documents.chunks_dropped
         counters.update({f"documents_refused_{k}": v for k, v in documents.refused.items()})
         counters.update({f"trust_refused_{k}": v for k, v in core.gate.refused.items()})
+        if core.trust.policy is not None:
+            packet_filter = core.trust.policy.filter
+            counters["policy_flows"] = len(packet_filter)
+            for key, value in packet_filter.counters.as_dict().items():
+                prefix = "policy_dropped_" if key in DROP_REASONS else "policy_"
+                counters[prefix + key] = value
         own = core.directory.get(core.identity.node_id)
         return {
             "node_id": core.identity.node_id.hex(),

@@ -4,6 +4,20 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+DROP_REASONS = frozenset(
+    (
+        "no_rule",
+        "no_policy",
+        "malformed",
+        "fragment",
+        "table_full",
+        "source_limit",
+        "icmp_unrelated",
+        "icmp_refused",
+    )
+)
+"""The counters that count dropped packets (`status` shows them as policy_dropped_<reason>)."""
+
 
 @dataclass
 class FilterCounters:

@@ -34,7 +34,7 @@ def main(argv: list[str]) -> int:
         while sent < count and time.monotonic() - start < seconds:
             now = time.monotonic() - start
             sessions.remove_peer(peer_key)  # a new peer each time: a new initiation at once
-            sessions.add_peer(peer_key, now, (host, port))
+            sessions.add_peer(peer_key, now, endpoint=(host, port))
             sessions.initiate_handshake(peer_key, now)
             for datagram, _ in sessions.datagrams_to_send(now):
                 sock.sendto(datagram, (host, port))

@@ -5,7 +5,8 @@ and db (db). The policy lets dev reach web on tcp/22 and ICMP; a real sshd
 on web1 and real TCP connects check it, replies included. Then a newer
 policy opening tcp/80 is pushed from db (any member can push; only the
 authority can sign), older and forged ones are pushed and refused, web2 is
-revoked, and intruders try to join: a node with no certificate, one with a
+revoked, a fifth node's 30-second certificate expires (and `up` refuses it
+afterwards), and intruders try to join: a node with no certificate, one with a
 certificate from another authority, and a certified member flooding web1
 with real handshake initiations. The propagation times are printed (run
 with -s to see them); they are measured, never asserted against a figure.
@@ -131,6 +132,13 @@ def test_certificates_policy_revocation_and_intruders(tmp_path: Path) -> None:
         mesh.wait_full_mesh()
         assert {row["name"]: row.get("groups") for row in dev.peers()}["web1"] == ["web"]
 
+        # A certificate that expires while its node is in the mesh (checked again later).
+        short = mesh.add_node("short")
+        short_cert = authority.certify(short, ["web"], valid_for="30s")
+        short.start([web1], *authority.up_args(short_cert))
+        short_expires = time.monotonic() + 30
+        wait_until(lambda: lists(web1, short), CONVERGE_TIMEOUT, 0.2, "short admitted")
+
         # No policy yet: default deny, even ICMP.
         assert not dev.ping(web1.ipv4)
 
@@ -197,6 +205,20 @@ def test_certificates_policy_revocation_and_intruders(tmp_path: Path) -> None:
         assert not any(resolves(n, "web2") for n in others)
         assert not dev.ping(web2.ipv4)
 
+        # The short certificate has expired (or soon will): every node drops its node, and
+        # the daemon refuses to start again with it.
+        wait_until(
+            lambda: not any(lists(n, short) for n in others),
+            max(0.0, short_expires - time.monotonic()) + PROPAGATION_TIMEOUT,
+            0.2,
+            "the expired node gone from every peer table",
+        )
+        assert time.monotonic() >= short_expires - 1  # not dropped before its time
+        short.terminate()
+        short.start([web1], *authority.up_args(short_cert), wait=False)
+        assert short.process is not None and short.process.wait(timeout=20) != 0
+        assert "expired" in short.log.read_text().splitlines()[-1]
+
         # Intruders: no certificate; a certificate from another authority. Both get the
         # network secret (the DHT seal), so only the certificate check keeps them out.
         rogue_authority = Authority(tmp_path / "rogue-authority", name="testnet")
@@ -235,13 +257,15 @@ def test_certificates_policy_revocation_and_intruders(tmp_path: Path) -> None:
         assert tcp_connects(dev, web1.ipv4, 80)
         out, err = flood.communicate(timeout=30)
         assert flood.returncode == 0, err
-        assert int(out.decode()) > 1000
+        flood_sent = int(out)
+        assert flood_sent > 1000
         assert answered >= 4
         assert counter(web1, "session_cookie_replies_sent") > 0
 
         print(
             f"\npolicy v1 on all 4 nodes in {policy_v1_s:.2f} s; v2 in {policy_v2_s:.2f} s; "
-            f"revocation on the other 3 in {revocation_s:.2f} s"
+            f"revocation on the other 3 in {revocation_s:.2f} s; during a flood of "
+            f"{flood_sent} handshake initiations dev's pings answered {answered}/5"
         )
         assert sshd.poll() is None
         web_server.terminate()
