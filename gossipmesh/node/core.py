@@ -399,10 +399,11 @@ class NodeCore:
     def _directory_changed(self) -> None:
         """Re-index the data plane, add new session peers, apply the collision rule."""
         now = self._now
-        newcomers, departed = self.addresses.rebuild(now)
+        changes = self.directory.take_changes()
+        newcomers, departed = self.addresses.rebuild(changes, now)
         for key in departed:
             self.links.forget(key)  # a link of its expires with its keys
-        self.records.report_names()
+        self.records.report_names(changes)
         self.records.check_displacement(self.addresses, self.wall(now))
         if self._running:
             self.paths.probe_newcomers(newcomers)
