@@ -293,7 +293,7 @@ class RoutingCore:
             self._route_due = now + self.timing.route_debounce
 
     def _recompute_routes(self) -> None:
-        table = RouteTable.from_records(self.own_id, self.store.records(), self.max_hops)
+        table = RouteTable(self.own_id, self.store.graph.snapshot(), self.max_hops)
         self.stats.route_computations += 1
         changed = not table.same_routes(self.table)
         self.table = table

@@ -21,7 +21,7 @@ Links are sorted by neighbour id without duplicates or self-links; at most
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -120,8 +120,12 @@ class LinkStateRecord:
     def leaving(self) -> bool:
         return bool(self.flags & FLAG_LEAVING)
 
-    def neighbours(self) -> dict[bytes, int]:
-        """Neighbour node id -> RTT in microseconds."""
+    def neighbours(self) -> Mapping[bytes, int]:
+        """Neighbour node id -> RTT in microseconds (built once per record: do not modify)."""
+        return self._neighbours
+
+    @cached_property
+    def _neighbours(self) -> dict[bytes, int]:
         return {link.neighbour: link.rtt_us for link in self.links}
 
     def _body(self) -> bytes:
