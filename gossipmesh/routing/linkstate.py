@@ -185,6 +185,18 @@ class LinkStateRecord:
         if any(link.neighbour == self.origin for link in self.links):
             raise MalformedMessage("a record lists a link to its own origin")
 
+    @staticmethod
+    def peek(data: bytes) -> tuple[bytes, int] | None:
+        """(origin node id, sequence) from an encoded record's header, without parsing the rest.
+
+        Enough to refuse a copy at or below the held sequence before decoding
+        it: a flood hands each node every record once per neighbour.
+        """
+        if len(data) < _HEADER.size or data[0] != RECORD_FORMAT:
+            return None
+        _, _, public_key, sequence, _, _, _ = _HEADER.unpack_from(data)
+        return node_id_from_public_key(public_key), sequence
+
     @classmethod
     def decode(cls, data: bytes) -> LinkStateRecord:
         """Parse a record's bytes (signature not checked: call `verify`).
