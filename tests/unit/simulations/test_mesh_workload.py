@@ -160,9 +160,9 @@ def test_on_an_open_underlay_the_overlay_keeps_its_bound_and_reaches_everyone() 
 
 
 MESH_ORACLE = (
-    MESH_CHURN.replace('kind = "mesh"\n', 'kind = "mesh"\ndht = "oracle"\n').replace(
-        "max_neighbours = 32\n", "max_neighbours = 8\n"
-    )
+    MESH_CHURN.replace('kind = "mesh"\n', 'kind = "mesh"\ndht = "oracle"\n')
+    .replace("max_neighbours = 32\n", "max_neighbours = 8\n")
+    .replace("duration = 60.0\n", "duration = 80.0\n")
     + """\
 [[events]]
 at = 40.0
