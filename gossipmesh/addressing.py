@@ -24,9 +24,10 @@ address is ever given to two nodes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 IPV6_PREFIX = ipaddress.IPv6Network("fd00::/8")
@@ -54,6 +55,7 @@ def ipv6_for(public_key: bytes) -> ipaddress.IPv6Address:
     return candidate
 
 
+@functools.lru_cache(maxsize=16)
 def reserved_ipv4(network: ipaddress.IPv4Network) -> frozenset[ipaddress.IPv4Address]:
     """Addresses never derived inside `network`: network, broadcast and the resolver."""
     reserved = {network.network_address, network.broadcast_address}
@@ -90,10 +92,18 @@ def first_ipv4(
     taken: Iterable[ipaddress.IPv4Address] = (),
 ) -> tuple[int, ipaddress.IPv4Address]:
     """The first counter >= start whose address is neither reserved nor taken."""
-    taken_set = set(taken)
+    return _first_free(public_key, network, start, set(taken).__contains__)
+
+
+def _first_free(
+    public_key: bytes,
+    network: ipaddress.IPv4Network,
+    start: int,
+    is_taken: Callable[[ipaddress.IPv4Address], bool],
+) -> tuple[int, ipaddress.IPv4Address]:
     for counter in range(start, MAX_COUNTER):
         address = ipv4_for(public_key, counter, network)
-        if address is not None and address not in taken_set:
+        if address is not None and not is_taken(address):
             return counter, address
     raise ValueError(f"no free IPv4 address in {network} for this key")
 
@@ -157,6 +167,109 @@ def resolve_ipv4_claims(
         given.add(address)
         outcome[claim.node_id] = ClaimOutcome(address, counter, displaced=True)
     return outcome
+
+
+class ClaimIndex:
+    """`resolve_ipv4_claims` kept up to date one claim at a time (at most one per node).
+
+    The directory changes one record at a time, and re-resolving every claim
+    on each change is O(n) per update, O(n^2) for a node joining a mesh of n.
+    Here a claim touches only the claimants of its own address; displaced
+    nodes (collisions: rare) are placed again, all of them, on every change
+    while there are any. The outcomes are exactly those
+    of `resolve_ipv4_claims` over the current claims (tests compare both).
+    """
+
+    def __init__(self, network: ipaddress.IPv4Network = DEFAULT_IPV4_NETWORK) -> None:
+        self.network = network
+        self.outcomes: dict[bytes, ClaimOutcome] = {}
+        self._claims: dict[bytes, AddressClaim] = {}
+        self._address_of: dict[bytes, ipaddress.IPv4Address | None] = {}
+        self._claimants: dict[ipaddress.IPv4Address, dict[bytes, AddressClaim]] = {}
+        """Every claimed address -> its claimants by node id; the holder is the least claim."""
+        self._losers: dict[bytes, AddressClaim] = {}
+        """Claims that lost their address (or derive a reserved one)."""
+
+    def put(self, claim: AddressClaim) -> set[bytes]:
+        """Set a node's claim; returns the node ids whose outcome changed."""
+        node_id = claim.node_id
+        if self._claims.get(node_id) == claim:
+            return set()
+        before = self._snapshot(node_id)
+        self._drop(node_id)
+        self._claims[node_id] = claim
+        address = self._address_of[node_id] = ipv4_for(
+            claim.public_key, claim.counter, self.network
+        )
+        if address is None:
+            self._losers[node_id] = claim
+        else:
+            claimants = self._claimants.get(address)
+            if claimants is None:
+                self._claimants[address] = {node_id: claim}
+                self.outcomes[node_id] = ClaimOutcome(address, claim.counter, displaced=False)
+            else:
+                holder = min(claimants.values())
+                claimants[node_id] = claim
+                if claim < holder:
+                    before.setdefault(holder.node_id, self.outcomes.get(holder.node_id))
+                    self._losers[holder.node_id] = holder
+                    self.outcomes[node_id] = ClaimOutcome(address, claim.counter, displaced=False)
+                else:
+                    self._losers[node_id] = claim
+        return self._settle(before)
+
+    def remove(self, node_id: bytes) -> set[bytes]:
+        """Forget a node's claim; returns the node ids whose outcome changed."""
+        if node_id not in self._claims:
+            return set()
+        before = self._snapshot(node_id)
+        self._drop(node_id)
+        return self._settle(before)
+
+    def _snapshot(self, node_id: bytes) -> dict[bytes, ClaimOutcome | None]:
+        before = {node_id: self.outcomes.get(node_id)}
+        before.update((loser, self.outcomes.get(loser)) for loser in self._losers)
+        return before
+
+    def _drop(self, node_id: bytes) -> None:
+        """Remove a node's claim from the indexes (its address may pass to the next claimant)."""
+        claim = self._claims.pop(node_id, None)
+        if claim is None:
+            return
+        self.outcomes.pop(node_id, None)
+        address = self._address_of.pop(node_id)
+        self._losers.pop(node_id, None)
+        if address is None:
+            return
+        claimants = self._claimants[address]
+        del claimants[node_id]
+        if not claimants:
+            del self._claimants[address]
+            return
+        holder = min(claimants.values())
+        if self._losers.pop(holder.node_id, None) is not None:
+            # The dropped claim held the address: the next claimant takes it over.
+            self.outcomes[holder.node_id] = ClaimOutcome(address, holder.counter, displaced=False)
+
+    def _settle(self, before: dict[bytes, ClaimOutcome | None]) -> set[bytes]:
+        """Place the displaced nodes again (they depend on every claim); report changes.
+
+        O(displaced), and nothing at all while no address is contested.
+        """
+        if self._losers:
+            given: set[ipaddress.IPv4Address] = set()
+
+            def taken(address: ipaddress.IPv4Address) -> bool:
+                return address in self._claimants or address in given
+
+            for claim in sorted(self._losers.values()):
+                counter, address = _first_free(
+                    claim.public_key, self.network, claim.counter + 1, taken
+                )
+                given.add(address)
+                self.outcomes[claim.node_id] = ClaimOutcome(address, counter, displaced=True)
+        return {n for n, outcome in before.items() if self.outcomes.get(n) != outcome}
 
 
 def parse_ipv4_network(text: str) -> ipaddress.IPv4Network:

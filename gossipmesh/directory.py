@@ -6,6 +6,13 @@ address index is keyed by the packed address bytes a packet carries
 (`packet[16:20]` for IPv4, `packet[24:40]` for IPv6). Address and name
 conflicts are settled with the pure rules in `addressing` and `names`, so
 every node that holds the same records computes the same owners.
+
+Updates are incremental: a record change re-resolves only the claims on
+its own IPv4 address and name (`addressing.ClaimIndex`, `names.NameIndex`)
+and touches only the index entries of the nodes whose outcome moved, so a
+node joining a mesh of n does O(n) work in all, not O(n^2). What changed
+is collected for the node core (`take_changes`), which re-indexes its
+data plane from that alone.
 """
 
 from __future__ import annotations
@@ -14,9 +21,9 @@ import ipaddress
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from gossipmesh.addressing import DEFAULT_IPV4_NETWORK, ClaimOutcome, resolve_ipv4_claims
-from gossipmesh.identity import x25519_public_from_ed25519
-from gossipmesh.names import key_name, resolve_name_claims
+from gossipmesh.addressing import DEFAULT_IPV4_NETWORK, ClaimIndex, ClaimOutcome, ipv6_for
+from gossipmesh.identity import node_id_from_public_key, x25519_public_from_ed25519
+from gossipmesh.names import NameIndex, key_name
 from gossipmesh.records import NodeRecord
 
 ROUTED_PREFIXES_EXTENSION = 1
@@ -74,16 +81,42 @@ class Resolved:
     key_name: str
 
 
+@dataclass(frozen=True)
+class DirectoryChanges:
+    """What moved since the last `Directory.take_changes`."""
+
+    updated: list[Resolved]
+    """Entries added or changed (a new record, address or name), in directory order."""
+    removed: list[bytes]
+    """Node ids no longer in the directory."""
+
+
+@dataclass(frozen=True)
+class _Derived:
+    """What a public key determines: computed once per key, not once per record."""
+
+    node_id: bytes
+    x25519_public_key: bytes
+    ipv6: ipaddress.IPv6Address
+    key_name: str
+
+
 class Directory:
     """All known peers (and this node), with the indexes the node needs."""
 
     def __init__(self, network: ipaddress.IPv4Network = DEFAULT_IPV4_NETWORK) -> None:
         self.network = network
         self._records: dict[bytes, NodeRecord] = {}
-        self._x25519_of: dict[bytes, bytes] = {}
-        """Ed25519 -> X25519 public key: derived once per key, not on every rebuild."""
+        self._derived: dict[bytes, _Derived] = {}
+        """Ed25519 public key -> its node id, X25519 key, IPv6 and key name."""
         self._resolved: dict[bytes, Resolved] = {}
-        self._ipv4_outcomes: dict[bytes, ClaimOutcome] = {}
+        self._claims = ClaimIndex(network)
+        self._names = NameIndex()
+        self._position: dict[bytes, int] = {}
+        """Node id -> when it entered the directory: sorts changes into directory order."""
+        self._next_position = 0
+        self._prefixes_of: dict[bytes, tuple[Prefix, ...]] = {}
+        self._changed: dict[bytes, None] = {}
         self.by_address: dict[bytes, bytes] = {}
         """Packed IPv4 or IPv6 address -> node id: the data plane's look-up."""
         self.by_x25519: dict[bytes, bytes] = {}
@@ -116,26 +149,53 @@ class Directory:
     def update_many(self, records: Iterable[NodeRecord]) -> bool:
         changed = False
         for record in records:
-            node_id = record.node_id
+            derived = self._derive(record.public_key)
+            node_id = derived.node_id
             held = self._records.get(node_id)
-            if held is None or held.sequence < record.sequence:
-                self._records[node_id] = record
-                changed = True
-        if changed:
-            self._rebuild()
+            if held is not None and held.sequence >= record.sequence:
+                continue
+            changed = True
+            self._records[node_id] = record
+            if held is None:
+                self._position[node_id] = self._next_position
+                self._next_position += 1
+            touched = {node_id}
+            touched |= self._claims.put(record.address_claim())
+            touched |= self._names.put(node_id, record.name_claim())
+            self._set_prefixes(node_id, routed_prefixes(record))
+            for node in sorted(touched):
+                self._refresh(node)
         return changed
 
     def remove(self, node_id: bytes) -> bool:
         removed = self._records.pop(node_id, None)
         if removed is None:
             return False
-        self._x25519_of.pop(removed.public_key, None)
-        self._rebuild()
+        self._derived.pop(removed.public_key, None)
+        del self._position[node_id]
+        touched = self._claims.remove(node_id) | self._names.remove(node_id)
+        self._set_prefixes(node_id, ())
+        entry = self._resolved.pop(node_id)
+        self._unindex(entry)
+        del self.by_x25519[entry.x25519_public_key]
+        self._changed[node_id] = None
+        for node in sorted(touched - {node_id}):
+            self._refresh(node)
         return True
+
+    def take_changes(self) -> DirectoryChanges:
+        """Entries that changed and nodes removed since the last call (then forgotten)."""
+        changed, self._changed = self._changed, {}
+        present = sorted(
+            (node_id for node_id in changed if node_id in self._resolved),
+            key=self._position.__getitem__,
+        )
+        removed = [node_id for node_id in changed if node_id not in self._resolved]
+        return DirectoryChanges([self._resolved[n] for n in present], removed)
 
     def ipv4_outcome(self, node_id: bytes) -> ClaimOutcome | None:
         """What the collision rule decided for a node (displaced nodes must move)."""
-        return self._ipv4_outcomes.get(node_id)
+        return self._claims.outcomes.get(node_id)
 
     def lookup_name(self, label: str) -> Resolved | None:
         """A node by human name or key name (case-insensitive)."""
@@ -153,49 +213,67 @@ class Directory:
                     break
         return None if node_id is None else self._resolved.get(node_id)
 
-    def _x25519(self, public_key: bytes) -> bytes:
-        derived = self._x25519_of.get(public_key)
+    def _derive(self, public_key: bytes) -> _Derived:
+        derived = self._derived.get(public_key)
         if derived is None:
-            derived = self._x25519_of[public_key] = x25519_public_from_ed25519(public_key)
+            node_id = node_id_from_public_key(public_key)
+            derived = self._derived[public_key] = _Derived(
+                node_id,
+                x25519_public_from_ed25519(public_key),
+                ipv6_for(public_key),
+                key_name(node_id),
+            )
         return derived
 
-    def _rebuild(self) -> None:
-        """Recompute owners of addresses and names; O(n log n), only on change."""
-        records = self._records
-        claims = [record.address_claim() for record in records.values()]
-        self._ipv4_outcomes = dict(resolve_ipv4_claims(claims, self.network))
-        names = resolve_name_claims(
-            claim for record in records.values() if (claim := record.name_claim()) is not None
+    def _refresh(self, node_id: bytes) -> None:
+        """Bring one node's entry and its index entries in line with the current outcomes."""
+        record = self._records[node_id]
+        derived = self._derive(record.public_key)
+        outcome = self._claims.outcomes[node_id]
+        # A displaced node has no IPv4 until it republishes with its new
+        # counter, so no packet is delivered to the wrong holder meanwhile.
+        entry = Resolved(
+            record=record,
+            node_id=node_id,
+            x25519_public_key=derived.x25519_public_key,
+            ipv4=None if outcome.displaced else outcome.address,
+            ipv6=derived.ipv6,
+            name=self._names.name_of(node_id),
+            key_name=derived.key_name,
         )
-        name_of = {node_id: name for name, node_id in names.items()}
-        resolved: dict[bytes, Resolved] = {}
-        by_address: dict[bytes, bytes] = {}
-        by_x25519: dict[bytes, bytes] = {}
-        by_name: dict[str, bytes] = dict(names)
-        prefixes: list[tuple[Prefix, bytes]] = []
-        for node_id, record in records.items():
-            outcome = self._ipv4_outcomes[node_id]
-            # A displaced node has no IPv4 until it republishes with its new
-            # counter, so no packet is delivered to the wrong holder meanwhile.
-            ipv4 = None if outcome.displaced else outcome.address
-            entry = Resolved(
-                record=record,
-                node_id=node_id,
-                x25519_public_key=self._x25519(record.public_key),
-                ipv4=ipv4,
-                ipv6=record.ipv6,
-                name=name_of.get(node_id),
-                key_name=key_name(node_id),
-            )
-            resolved[node_id] = entry
-            if ipv4 is not None:
-                by_address[ipv4.packed] = node_id
-            by_address[entry.ipv6.packed] = node_id
-            by_x25519[entry.x25519_public_key] = node_id
-            by_name[entry.key_name] = node_id
-            prefixes.extend((prefix, node_id) for prefix in routed_prefixes(record))
-        self._resolved = resolved
-        self.by_address = by_address
-        self.by_x25519 = by_x25519
-        self.by_name = by_name
-        self.prefixes = prefixes
+        old = self._resolved.get(node_id)
+        if old == entry:
+            return
+        if old is not None:
+            self._unindex(old)
+        self._resolved[node_id] = entry
+        self._changed.pop(node_id, None)
+        self._changed[node_id] = None
+        if entry.ipv4 is not None:
+            self.by_address[entry.ipv4.packed] = node_id
+        self.by_address[entry.ipv6.packed] = node_id
+        self.by_x25519[entry.x25519_public_key] = node_id
+        if entry.name is not None:
+            self.by_name[entry.name] = node_id
+        self.by_name[entry.key_name] = node_id
+
+    def _unindex(self, entry: Resolved) -> None:
+        """Drop an entry's addresses and names, unless another node already took them over."""
+        node_id = entry.node_id
+        for packed in (entry.ipv6.packed, entry.ipv4.packed if entry.ipv4 else None):
+            if packed is not None and self.by_address.get(packed) == node_id:
+                del self.by_address[packed]
+        for name in (entry.name, entry.key_name):
+            if name is not None and self.by_name.get(name) == node_id:
+                del self.by_name[name]
+
+    def _set_prefixes(self, node_id: bytes, prefixes: tuple[Prefix, ...]) -> None:
+        """Routed prefixes, in directory order; rebuilt only when some node's set changes."""
+        if self._prefixes_of.get(node_id, ()) == prefixes:
+            return
+        if prefixes:
+            self._prefixes_of[node_id] = prefixes
+        else:
+            del self._prefixes_of[node_id]
+        owners = sorted(self._prefixes_of, key=self._position.__getitem__)
+        self.prefixes = [(prefix, owner) for owner in owners for prefix in self._prefixes_of[owner]]

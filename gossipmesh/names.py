@@ -112,3 +112,70 @@ def resolve_name_claims(claims: Iterable[NameClaim]) -> Mapping[str, bytes]:
         holders[claim.name] = claim.node_id
         nodes_with_name.add(claim.node_id)
     return holders
+
+
+class NameIndex:
+    """`resolve_name_claims` kept up to date one node at a time (one claim per node).
+
+    A claim touches only the claimants of its own name, so a directory update
+    costs O(claimants of that name), not a pass over every record. The
+    holders are exactly those of `resolve_name_claims` over the current
+    claims (tests compare both).
+    """
+
+    def __init__(self) -> None:
+        self.holders: dict[str, bytes] = {}
+        """Human name -> the node id holding it."""
+        self._claims: dict[bytes, NameClaim] = {}
+        """Node id -> its valid claim, name normalized."""
+        self._claimants: dict[str, dict[bytes, NameClaim]] = {}
+
+    def name_of(self, node_id: bytes) -> str | None:
+        """The human name a node holds, if any."""
+        claim = self._claims.get(node_id)
+        if claim is not None and self.holders.get(claim.name) == node_id:
+            return claim.name
+        return None
+
+    def put(self, node_id: bytes, claim: NameClaim | None) -> set[bytes]:
+        """Set a node's claim (None: no name); returns the nodes whose held name changed."""
+        normalized: NameClaim | None = None
+        if claim is not None:
+            try:
+                name = check_claimable(claim.name, claim.node_id)
+            except LabelError:
+                pass
+            else:
+                normalized = NameClaim(claim.claimed_since, claim.node_id, name)
+        if self._claims.get(node_id) == normalized:
+            return set()
+        changed = self.remove(node_id)
+        if normalized is not None:
+            self._claims[node_id] = normalized
+            self._claimants.setdefault(normalized.name, {})[node_id] = normalized
+            changed |= self._elect(normalized.name)
+        return changed
+
+    def remove(self, node_id: bytes) -> set[bytes]:
+        """Forget a node's claim; returns the nodes whose held name changed."""
+        claim = self._claims.pop(node_id, None)
+        if claim is None:
+            return set()
+        claimants = self._claimants[claim.name]
+        del claimants[node_id]
+        if not claimants:
+            del self._claimants[claim.name]
+        return {node_id} | self._elect(claim.name)
+
+    def _elect(self, name: str) -> set[bytes]:
+        """Give `name` to its least claim; returns the old and new holder if it moved."""
+        claimants = self._claimants.get(name)
+        holder = min(claimants.values()).node_id if claimants else None
+        previous = self.holders.get(name)
+        if previous == holder:
+            return set()
+        if holder is None:
+            del self.holders[name]
+        else:
+            self.holders[name] = holder
+        return {n for n in (previous, holder) if n is not None}

@@ -63,6 +63,10 @@ class MetricParams(Protocol):
     @property
     def route_tolerance(self) -> float: ...
     @property
+    def dht(self) -> str: ...
+    @property
+    def max_neighbours(self) -> int: ...
+    @property
     def underlay_links_only(self) -> bool: ...
 
 
@@ -104,6 +108,9 @@ class MeshMetrics:
         self.rng = rng
         self.first_records_known: float | None = None
         self.first_routes_optimal: float | None = None
+        self.first_routes_reachable: float | None = None
+        self.degree_max = 0
+        """The largest degree seen at any sample (the bound must hold throughout)."""
         self.last: dict[str, float] = {}
         self.stretch_rows: list[dict[str, Any]] = []
         self.jitter_ms = 0.0
@@ -193,7 +200,10 @@ class MeshMetrics:
             self.first_records_known = now
         if routes_optimal == 1.0 and self.first_routes_optimal is None:
             self.first_routes_optimal = now
+        if routes_reachable == 1.0 and records_known == 1.0 and self.first_routes_reachable is None:
+            self.first_routes_reachable = now
         degrees = [graph.degree(h) for h in hosts]
+        self.degree_max = max(self.degree_max, max(degrees, default=0))
         self.last = {
             "records_known": records_known,
             "routes_reachable": routes_reachable,
@@ -255,8 +265,12 @@ class MeshMetrics:
     def summary(self) -> dict[str, Any]:
         stretches = [float(row["stretch"]) for row in self.stretch_rows]
         return {
+            "dht": self.workload.params.dht,
             "time_all_records_known": self.first_records_known,
             "time_all_routes_optimal": self.first_routes_optimal,
+            "time_all_routes_reachable": self.first_routes_reachable,
+            "mesh_degree_max_seen": self.degree_max,
+            "max_neighbours": self.workload.params.max_neighbours,
             "final": dict(self.last),
             "stretch_median": percentile(stretches, 0.5),
             "stretch_p95": percentile(stretches, 0.95),
@@ -310,6 +324,13 @@ class ProbeDelivery:
         self.decided = 0
         self.latencies: list[float] = []
         self._loop: VirtualTimeLoop | None = None
+        churn = getattr(getattr(workload.view, "scenario", None), "churn", None)
+        self.churn_window: tuple[float, float] | None = (
+            None if churn is None else (churn.start, math.inf if churn.end is None else churn.end)
+        )
+        """Probes sent in the scenario's churn period are also counted on their own."""
+        self.churn_decided = 0
+        self.churn_delivered = 0
 
     def ensure_scheduled(self, loop: VirtualTimeLoop) -> None:
         if not self._scheduled:
@@ -353,9 +374,15 @@ class ProbeDelivery:
             del self.pending[serial]
             decided += 1
             arrived = self.arrived.pop(serial, None)
+            ok = False
             if arrived is not None and arrived - sent_at <= timeout:
+                ok = True
                 delivered += 1
                 self.latencies.append(arrived - sent_at)
+            window = self.churn_window
+            if window is not None and window[0] <= sent_at < window[1]:
+                self.churn_decided += 1
+                self.churn_delivered += ok
         self.decided += decided
         self.delivered += delivered
         return {"probe_delivery": delivered / decided if decided else math.nan}
@@ -366,6 +393,10 @@ class ProbeDelivery:
             "decided": self.decided,
             "delivered": self.delivered,
             "delivery_ratio": self.delivered / self.decided if self.decided else math.nan,
+            "churn_decided": self.churn_decided,
+            "delivery_ratio_churn": (
+                self.churn_delivered / self.churn_decided if self.churn_decided else math.nan
+            ),
             "latency_median": percentile(self.latencies, 0.5),
             "latency_p95": percentile(self.latencies, 0.95),
         }

@@ -39,6 +39,8 @@ from gossipmesh.runtime.core_driver import CoreDriver
 from gossipmesh.simulations.clock import VirtualTimeLoop
 from gossipmesh.simulations.metrics import MetricCollector
 from gossipmesh.simulations.network import Address, SimEndpoint
+from gossipmesh.simulations.oracle_dht import OracleDht, OracleDriver
+from gossipmesh.simulations.scenario import ScenarioError
 from gossipmesh.simulations.workload import LiveView, NodeContext, params_from_table
 
 __all__ = ["MeshNode", "MeshParams", "MeshPort", "MeshWorkload"]
@@ -46,6 +48,7 @@ __all__ = ["MeshNode", "MeshParams", "MeshPort", "MeshWorkload"]
 EPOCH = 1_800_000_000.0
 """Unix time at virtual time 0: records' issue and expiry times are reproducible."""
 SECRET = NetworkSecret(b"gossipmesh simulator mesh network secret")
+DHT_KINDS = ("kademlia", "oracle")
 
 
 @dataclass(frozen=True)
@@ -72,12 +75,25 @@ class MeshParams:
     """Hosts exchange datagrams directly only with their neighbours in the topology graph
     (sites that only peer with adjacent sites); every other pair needs the mesh's relays.
     Each host bootstraps from its topology neighbours."""
+    dht: str = "kademlia"
+    """"kademlia": a real `Discovery` per node; "oracle": one shared record table
+    (`oracle_dht`), for gossip and routing studies that need not pay for kademlia."""
+    oracle_latency: float = 0.05
+    """With the oracle DHT: seconds a publication or look-up takes."""
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any], source: str) -> MeshParams:
         params = params_from_table(cls, table, source)
+        if params.dht not in DHT_KINDS:
+            raise ScenarioError(
+                f"{source}: workload.dht: {params.dht!r} is not one of {', '.join(DHT_KINDS)}"
+            )
         # A TOML integer is fine where a float is meant (timer_scale = 10).
-        return dataclasses.replace(params, timer_scale=float(params.timer_scale))
+        return dataclasses.replace(
+            params,
+            timer_scale=float(params.timer_scale),
+            oracle_latency=float(params.oracle_latency),
+        )
 
 
 class MeshPort(asyncio.DatagramProtocol):
@@ -163,6 +179,10 @@ class MeshNode:
             rng=rng,
             random_bytes=entropy.randbytes,
         )
+        oracle = self.workload.oracle
+        if oracle is not None:
+            self._start_with_oracle(core, port, endpoint, loop, oracle, options)
+            return
         discovery = Discovery(
             self.identity,
             SECRET,
@@ -181,6 +201,37 @@ class MeshNode:
         self._starting = loop.create_task(self._join(core, driver, options))
         self.workload.node_started(self, loop)
 
+    def _start_with_oracle(
+        self,
+        core: NodeCore,
+        port: MeshPort,
+        endpoint: SimEndpoint,
+        loop: VirtualTimeLoop,
+        oracle: OracleDht,
+        options: NodeOptions,
+    ) -> None:
+        """The node with the shared record table as its DHT: timers only, no task."""
+        nonces = random.Random(self.context.rng.getrandbits(64))
+        driver = OracleDriver(
+            core,
+            loop,
+            port,
+            oracle,
+            self.identity,
+            self.context.address,
+            record_lifetime=options.record_lifetime,
+            rpc_timeout=options.rpc_timeout,
+            next_nonce=lambda: nonces.getrandbits(64),
+        )
+        port.node = self
+        endpoint.attach(port)
+        self.port, self.core, self.driver = port, core, driver
+        oracle.running.add(self.identity.node_id)
+        oracle.membership_changed()
+        driver.drain()
+        driver.join()
+        self.workload.node_started(self, loop)
+
     async def _join(self, core: NodeCore, driver: CoreDriver, options: NodeOptions) -> None:
         await driver.discovery.start(options.bootstrap)
         driver.report_contacts()
@@ -196,6 +247,13 @@ class MeshNode:
         port.endpoint.close()
         self.core = None
         self.driver = None
+        if isinstance(driver, OracleDriver):
+            driver.halt()
+            oracle = self.workload.oracle
+            if oracle is not None:
+                oracle.running.discard(self.identity.node_id)
+                oracle.membership_changed()
+            return
         if self._starting is not None and not self._starting.done():
             self._starting.cancel()
         # Simulation housekeeping, not protocol: the driver's timer and requests end.
@@ -243,6 +301,7 @@ class MeshWorkload:
         self.probes = ProbeDelivery(self, random.Random(f"{seed}:data-probes"))
         self.mesh_metrics = MeshMetrics(self, underlay, random.Random(f"{seed}:route-sample"))
         self.graph = graph
+        self.oracle = OracleDht(params.oracle_latency) if params.dht == "oracle" else None
 
     def reachable_from(self, host: int) -> frozenset[Address] | None:
         """Where `host` may send directly: everywhere, or its topology neighbours."""

@@ -73,7 +73,7 @@ def params_from_table(cls: type[P], table: Mapping[str, Any], source: str) -> P:
     """A workload's frozen-dataclass parameters from its `[workload]` table.
 
     Every key must be a field; numbers must be positive, integers where the
-    default is an integer; booleans where the default is a boolean.
+    default is an integer; booleans and strings where the default is one.
     """
     defaults = {f.name: f.default for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     values: dict[str, Any] = {}
@@ -84,6 +84,9 @@ def params_from_table(cls: type[P], table: Mapping[str, Any], source: str) -> P:
         if isinstance(default, bool):
             if not isinstance(value, bool):
                 raise ScenarioError(f"{source}: workload.{key}: must be true or false")
+        elif isinstance(default, str):
+            if not isinstance(value, str):
+                raise ScenarioError(f"{source}: workload.{key}: must be a string")
         else:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ScenarioError(f"{source}: workload.{key}: must be a number")

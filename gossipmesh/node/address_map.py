@@ -1,4 +1,4 @@
-"""Who owns which overlay address: the data plane's look-ups, rebuilt on directory change.
+"""Who owns which overlay address: the data plane's look-ups, updated on directory change.
 
 One dict look-up per packet maps a destination address to its session
 peer; the reverse map (session key -> node id) tells whose packet arrived,
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from gossipmesh.directory import Directory, Resolved
+from gossipmesh.directory import Directory, DirectoryChanges, Resolved
 from gossipmesh.leaves import LeafPeer
 from gossipmesh.node.options import NodeOptions
 from gossipmesh.session.manager import SessionManager
@@ -31,6 +31,8 @@ class AddressMap:
         """Destination addresses delivered to this host's TUN (raw bytes)."""
         self.leaf_by_x25519: dict[bytes, LeafPeer] = {}
         self.leaf_peer_by_address: dict[bytes, Peer] = {}
+        self._indexed: dict[bytes, tuple[Peer, tuple[bytes, ...]]] = {}
+        """Node id -> its session peer and the addresses it holds in `peer_by_address`."""
 
     def add_local(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
         self.local.add(address.packed)
@@ -58,28 +60,43 @@ class AddressMap:
             if prefix.num_addresses == 1:
                 self.leaf_peer_by_address[prefix.network_address.packed] = peer
 
-    def rebuild(self, now: float) -> tuple[list[Resolved], set[bytes]]:
-        """Re-index after a directory change: (entries new to the sessions, departed keys)."""
-        peer_by_address: dict[bytes, Peer] = {}
-        node_by_x25519: dict[bytes, bytes] = {}
+    def rebuild(self, changes: DirectoryChanges, now: float) -> tuple[list[Resolved], set[bytes]]:
+        """Re-index what a directory change moved: (entries new to the sessions, departed keys).
+
+        O(changed entries): a node joining a mesh of n does O(n) work here in all.
+        """
         newcomers = []
+        departed: set[bytes] = set()
+        for node_id in changes.removed:
+            indexed = self._indexed.pop(node_id, None)
+            if indexed is not None:
+                peer, addresses = indexed
+                self._unindex(peer, addresses)
+                del self.node_by_x25519[peer.public_key]
+                departed.add(peer.public_key)
         sessions = self._sessions
-        for entry in self.directory:
+        for entry in changes.updated:
             if entry.node_id == self._own_id:
                 continue
             key = entry.x25519_public_key
             if key not in self.node_by_x25519:
                 newcomers.append(entry)
             peer = sessions.add_peer(key, now)
-            node_by_x25519[key] = entry.node_id
-            if entry.ipv4 is not None:
-                peer_by_address[entry.ipv4.packed] = peer
-            peer_by_address[entry.ipv6.packed] = peer
-        peer_by_address.update(self.leaf_peer_by_address)
-        departed = self.node_by_x25519.keys() - node_by_x25519.keys()
-        self.peer_by_address = peer_by_address
-        self.node_by_x25519 = node_by_x25519
+            self.node_by_x25519[key] = entry.node_id
+            held = self._indexed.get(entry.node_id)
+            if held is not None:
+                self._unindex(*held)
+            addresses = (entry.ipv6.packed,) + ((entry.ipv4.packed,) if entry.ipv4 else ())
+            self._indexed[entry.node_id] = (peer, addresses)
+            for packed in addresses:
+                self.peer_by_address[packed] = peer
+        self.peer_by_address.update(self.leaf_peer_by_address)
         return newcomers, departed
+
+    def _unindex(self, peer: Peer, addresses: tuple[bytes, ...]) -> None:
+        for packed in addresses:
+            if self.peer_by_address.get(packed) is peer:
+                del self.peer_by_address[packed]
 
     def peer_for(self, raw_address: bytes) -> Peer | None:
         """The session peer for a destination: a node's address, a leaf, or a routed prefix."""

@@ -84,8 +84,7 @@ class NodeCore(PulledOutput):
         self.wall_offset = wall_offset
         """Unix time minus `now`: the driver's wall clock, fixed for the core's life."""
         self.rng = rng or random.SystemRandom()
-        self.started_at = now
-        self._now = now
+        self.started_at = self._now = now
         self.counters = NodeCounters()
         self.outbox = Outbox()
         self.directory = Directory(options.ipv4_network)
@@ -408,11 +407,12 @@ class NodeCore(PulledOutput):
     def _directory_changed(self) -> None:
         """Re-index the data plane, add new session peers, apply the collision rule."""
         now = self._now
-        newcomers, departed = self.addresses.rebuild(now)
+        changes = self.directory.take_changes()
+        newcomers, departed = self.addresses.rebuild(changes, now)
         self.trust.directory_changed(now)
         for key in departed:
             self.links.forget(key)  # a link of its expires with its keys
-        self.records.report_names()
+        self.records.report_names(changes)
         self.records.check_displacement(self.addresses, self.wall(now))
         if self._running:
             self.paths.probe_newcomers(newcomers)

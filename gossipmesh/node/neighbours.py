@@ -127,6 +127,20 @@ class NeighbourBound:
                     return Admission(Verdict.EVICT_AND_ACCEPT, slowest)
         return Admission(Verdict.REFUSE)
 
+    def would_refuse(self, links: Mapping[bytes, int], rtt: float | None, degree: int) -> bool:
+        """Whether a peer whose newest record lists `links` (RTTs in microseconds) would
+        refuse our offer, by the rule above applied to what its record says.
+
+        Offering anyway (and taking the link on our side meanwhile) only for
+        the PRUNE to come back costs two link-state floods each time: after
+        idle passive paths expire (REJECT_AFTER_TIME), every node kept doing
+        that once a probe round, with full peers.
+        """
+        if len(links) < self.limit or degree < MIN_DEGREE:
+            return False
+        near = sorted(links.values())[: max(0, self.limit - RANDOM_LINKS)]
+        return rtt is None or not near or rtt >= NEARER * near[-1] / 1e6
+
     def should_tell(self, node_id: bytes, now: float) -> bool:
         """Whether to (re)send PRUNE to a passive peer now; records that we did."""
         last = self.passive.get(node_id)

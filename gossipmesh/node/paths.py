@@ -277,7 +277,9 @@ class PathSelector:
             return
         rtt = self.bound.probe_rtt.get(node_id)
         admission = self._admission(node_id, rtt)
-        if admission.verdict is Verdict.REFUSE:
+        if admission.verdict is Verdict.REFUSE or self.bound.would_refuse(
+            self._routing.advertised_links(node_id), rtt, self._routing.neighbour_count()
+        ):
             self.bound.make_passive(node_id, wall)
             return
         self._take(node_id, admission, wall)

@@ -11,7 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from gossipmesh.directory import ROUTED_PREFIXES_EXTENSION, Directory, encode_prefixes
+from gossipmesh.directory import (
+    ROUTED_PREFIXES_EXTENSION,
+    Directory,
+    DirectoryChanges,
+    encode_prefixes,
+)
 from gossipmesh.identity import Identity
 from gossipmesh.node.address_map import AddressMap
 from gossipmesh.node.events import (
@@ -256,10 +261,11 @@ class RecordSync:
         self._outbox.event(AddressChanged(str(address)))
         self.publish(wall)
 
-    def report_names(self) -> None:
+    def report_names(self, changes: DirectoryChanges) -> None:
         """After a directory change: a `NameChanged` for every node whose name moved."""
-        names = {entry.node_id: entry.name for entry in self._directory}
-        for node_id, name in names.items():
-            if self._names.get(node_id, "") != name:
-                self._outbox.event(NameChanged(node_id, name))
-        self._names = names
+        for node_id in changes.removed:
+            self._names.pop(node_id, None)
+        for entry in changes.updated:
+            if self._names.get(entry.node_id, "") != entry.name:
+                self._outbox.event(NameChanged(entry.node_id, entry.name))
+            self._names[entry.node_id] = entry.name

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from gossipmesh.identity import Identity
@@ -293,7 +294,7 @@ class RoutingCore:
             self._route_due = now + self.timing.route_debounce
 
     def _recompute_routes(self) -> None:
-        table = RouteTable.from_records(self.own_id, self.store.records(), self.max_hops)
+        table = RouteTable(self.own_id, self.store.graph.snapshot(), self.max_hops)
         self.stats.route_computations += 1
         changed = not table.same_routes(self.table)
         self.table = table
@@ -330,6 +331,11 @@ class RoutingCore:
 
     def neighbour_count(self) -> int:
         return len(self._neighbours)
+
+    def advertised_links(self, node_id: bytes) -> Mapping[bytes, int]:
+        """Neighbour -> RTT in microseconds, as the newest record of `node_id` lists them."""
+        held = self.store.get(node_id)
+        return {} if held is None else held.record.neighbours()
 
     def degree(self, node_id: bytes) -> int:
         """How many links `node_id`'s newest link-state record lists (0 when we hold none)."""

@@ -145,7 +145,17 @@ class GossipEngine:
     # --- records in ---------------------------------------------------------
 
     def offer(self, encoded: bytes, now: float) -> GossipOutcome | None:
-        """Decode, de-duplicate, verify and store one record; None when refused (counted)."""
+        """De-duplicate, decode, verify and store one record; None when refused (counted).
+
+        A copy at or below the sequence held is refused from its header alone
+        (`record_stale`, also when the rest of it is malformed).
+        """
+        peeked = LinkStateRecord.peek(encoded)
+        if peeked is not None:
+            held = self.store.sequence_of(peeked[0])
+            if held is not None and peeked[1] <= held:
+                self._count_drop("record_stale")
+                return None
         try:
             record = LinkStateRecord.decode(encoded)
         except MalformedMessage:

@@ -21,7 +21,7 @@ Links are sorted by neighbour id without duplicates or self-links; at most
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -120,8 +120,12 @@ class LinkStateRecord:
     def leaving(self) -> bool:
         return bool(self.flags & FLAG_LEAVING)
 
-    def neighbours(self) -> dict[bytes, int]:
-        """Neighbour node id -> RTT in microseconds."""
+    def neighbours(self) -> Mapping[bytes, int]:
+        """Neighbour node id -> RTT in microseconds (built once per record: do not modify)."""
+        return self._neighbours
+
+    @cached_property
+    def _neighbours(self) -> dict[bytes, int]:
         return {link.neighbour: link.rtt_us for link in self.links}
 
     def _body(self) -> bytes:
@@ -180,6 +184,18 @@ class LinkStateRecord:
             previous = link.neighbour
         if any(link.neighbour == self.origin for link in self.links):
             raise MalformedMessage("a record lists a link to its own origin")
+
+    @staticmethod
+    def peek(data: bytes) -> tuple[bytes, int] | None:
+        """(origin node id, sequence) from an encoded record's header, without parsing the rest.
+
+        Enough to refuse a copy at or below the held sequence before decoding
+        it: a flood hands each node every record once per neighbour.
+        """
+        if len(data) < _HEADER.size or data[0] != RECORD_FORMAT:
+            return None
+        _, _, public_key, sequence, _, _, _ = _HEADER.unpack_from(data)
+        return node_id_from_public_key(public_key), sequence
 
     @classmethod
     def decode(cls, data: bytes) -> LinkStateRecord:

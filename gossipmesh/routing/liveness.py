@@ -41,9 +41,13 @@ class LinkMonitor:
         self.timing = timing
         self.rng = rng
         self.neighbours: dict[bytes, NeighbourLiveness] = {}
+        self._next: float | None = None
+        self._next_known = True
+        """`next_timer` is cached: the node asks after every datagram, the answer moves rarely."""
 
     def neighbour_up(self, node_id: bytes, now: float) -> None:
         """A direct session exists: probe at once (the link counts after the first pong)."""
+        self._next_known = False
         state = self.neighbours.get(node_id)
         if state is None:
             self.neighbours[node_id] = NeighbourLiveness(node_id, now, now, now)
@@ -53,6 +57,7 @@ class LinkMonitor:
 
     def neighbour_down(self, node_id: bytes) -> bool:
         """Forget a neighbour; True when its link was measured (so it was advertised)."""
+        self._next_known = False
         state = self.neighbours.pop(node_id, None)
         return state is not None and state.srtt_us is not None
 
@@ -73,12 +78,14 @@ class LinkMonitor:
         else:
             state.srtt_us = round(state.srtt_us + (sample - state.srtt_us) / 8)
         state.last_pong_at = max(state.last_pong_at, now)
+        self._next_known = False
         return True
 
     def poll(self, now: float) -> tuple[list[tuple[bytes, Ping]], list[bytes]]:
         """Pings due now, and neighbours silent for `dead_after` (forgotten here)."""
         pings: list[tuple[bytes, Ping]] = []
         dead: list[bytes] = []
+        self._next_known = False
         for node_id, state in list(self.neighbours.items()):
             if now >= state.last_pong_at + self.timing.dead_after:
                 dead.append(node_id)
@@ -95,9 +102,14 @@ class LinkMonitor:
         return pings, dead
 
     def next_timer(self) -> float | None:
-        dead_after = self.timing.dead_after
-        times = [min(s.next_ping_at, s.last_pong_at + dead_after) for s in self.neighbours.values()]
-        return min(times) if times else None
+        if not self._next_known:
+            dead_after = self.timing.dead_after
+            times = [
+                min(s.next_ping_at, s.last_pong_at + dead_after) for s in self.neighbours.values()
+            ]
+            self._next = min(times) if times else None
+            self._next_known = True
+        return self._next
 
     def is_alive(self, node_id: bytes) -> bool:
         """A direct session exists and keepalives have not declared the path dead."""

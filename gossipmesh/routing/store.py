@@ -17,6 +17,7 @@ from enum import Enum
 
 from gossipmesh.routing.linkstate import LinkStateRecord
 from gossipmesh.routing.messages import BUCKET_HASH_SIZE, BUCKETS, Summary, bucket_of
+from gossipmesh.routing.table import AgreedGraph
 
 
 class Offer(Enum):
@@ -45,6 +46,8 @@ class RecordStore:
         self._bucket_hashes: list[bytes | None] = [None] * BUCKETS
         self._expiries: list[tuple[int, bytes, int]] = []
         """Heap of (expires_at_ms, origin, sequence); entries of replaced records are skipped."""
+        self.graph = AgreedGraph()
+        """The links both ends of them list, over the records held: kept in step here."""
 
     def __len__(self) -> int:
         return len(self._held)
@@ -84,12 +87,14 @@ class RecordStore:
         if origin not in self._held:
             bisect.insort(self._order, origin)
         self._held[origin] = Held(record, encoded)
+        self.graph.set(record)
         self._bucket_hashes[bucket_of(origin)] = None
         if origin != self.own_origin:
             heapq.heappush(self._expiries, (record.expires_at_ms, origin, record.sequence))
 
     def remove(self, origin: bytes) -> None:
         if self._held.pop(origin, None) is not None:
+            self.graph.remove(origin)
             del self._order[bisect.bisect_left(self._order, origin)]
             self._bucket_hashes[bucket_of(origin)] = None
 

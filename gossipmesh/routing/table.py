@@ -15,9 +15,15 @@ and a path within `max_hops` stays within it at every relay. A destination
 whose best path is longer than `max_hops` is unreachable (it is not re-routed
 over a costlier shorter path, which would break that agreement).
 
-Cost: one Dijkstra from each neighbour (degree + 1 runs) per recomputation;
-full paths (for `gossipmesh routes`) take one Dijkstra per destination and are
-computed only when asked for.
+Cost: one Dijkstra from this node per recomputation. The rule above needs
+each neighbour's (metric, hops) toward every destination, but a neighbour u
+achieves the minimum exactly when the edge to u starts a best path, so one
+search by (metric, hops) that carries the least first hop along every best
+path gives the same routes as a search from each neighbour (tests compare
+both). `AgreedGraph` keeps the graph up to date one record at a time, so a
+recomputation does not walk every record either. Full paths (for
+`gossipmesh routes`) take one Dijkstra per destination and are computed only
+when asked for.
 """
 
 from __future__ import annotations
@@ -45,6 +51,69 @@ def agreed_graph(records: Iterable[LinkStateRecord]) -> dict[bytes, dict[bytes, 
             if back is not None:
                 graph.setdefault(origin, {})[neighbour] = max(rtt_us, back) + HOP_COST_US
     return graph
+
+
+class AgreedGraph:
+    """`agreed_graph` of a changing record set, updated in place one origin at a time.
+
+    `snapshot()` hands out the current graph for a route table; the next
+    change copies only what it touches (the outer dict and the changed
+    nodes' dicts), so a table keeps the graph it was computed from.
+    """
+
+    def __init__(self) -> None:
+        self._claims: dict[bytes, Mapping[bytes, int]] = {}
+        self._graph: dict[bytes, dict[bytes, int]] = {}
+        self._shared = False
+        self._owned: set[bytes] = set()
+        """Nodes whose edge dict was copied since the last snapshot."""
+
+    def set(self, record: LinkStateRecord) -> None:
+        """Take `record` as its origin's current claim (a leaving record claims nothing)."""
+        self._replace(record.origin, {} if record.leaving else record.neighbours())
+
+    def remove(self, origin: bytes) -> None:
+        self._replace(origin, {})
+
+    def snapshot(self) -> Graph:
+        self._shared = True
+        return self._graph
+
+    def _edges(self, node: bytes) -> dict[bytes, int]:
+        if self._shared:
+            self._graph = dict(self._graph)
+            self._owned = set()
+            self._shared = False
+        edges = self._graph.get(node)
+        if edges is None:
+            edges = self._graph[node] = {}
+            self._owned.add(node)
+        elif node not in self._owned:
+            edges = self._graph[node] = dict(edges)
+            self._owned.add(node)
+        return edges
+
+    def _unlink(self, a: bytes, b: bytes) -> None:
+        if b in self._graph.get(a, ()):
+            edges = self._edges(a)
+            del edges[b]
+            if not edges:
+                del self._graph[a]
+
+    def _replace(self, origin: bytes, links: Mapping[bytes, int]) -> None:
+        old = self._claims.pop(origin, {})
+        for neighbour in old:
+            self._unlink(origin, neighbour)
+            self._unlink(neighbour, origin)
+        if not links:
+            return
+        self._claims[origin] = links
+        for neighbour, rtt_us in links.items():
+            back = self._claims.get(neighbour, {}).get(origin)
+            if back is not None:
+                weight = max(rtt_us, back) + HOP_COST_US
+                self._edges(origin)[neighbour] = weight
+                self._edges(neighbour)[origin] = weight
 
 
 def shortest_from(graph: Graph, source: bytes) -> dict[bytes, tuple[int, int]]:
@@ -91,6 +160,35 @@ def _choose(
     return best
 
 
+def _best_routes(graph: Graph, source: bytes) -> dict[bytes, tuple[int, int, bytes]]:
+    """destination -> (metric, hops, least first hop among its best paths) from `source`.
+
+    Dijkstra by (metric, hops). Every edge adds at least `HOP_COST_US` and a
+    hop, so all predecessors of a node on its best paths are settled before
+    it, and the least first hop over them is final when it is popped.
+    """
+    best: dict[bytes, tuple[int, int]] = {source: (0, 0)}
+    first: dict[bytes, bytes] = {}
+    queue: list[tuple[int, int, bytes]] = [(0, 0, source)]
+    while queue:
+        metric, hops, node = heapq.heappop(queue)
+        if best[node] < (metric, hops):
+            continue
+        via = first.get(node)
+        for neighbour, weight in graph.get(node, {}).items():
+            candidate = (metric + weight, hops + 1)
+            hop = neighbour if via is None else via
+            known = best.get(neighbour)
+            if known is None or candidate < known:
+                best[neighbour] = candidate
+                first[neighbour] = hop
+                heapq.heappush(queue, (candidate[0], candidate[1], neighbour))
+            elif candidate == known and hop < first[neighbour]:
+                first[neighbour] = hop
+    del best[source]
+    return {node: (m, h, first[node]) for node, (m, h) in best.items()}
+
+
 class RouteTable:
     """An immutable routing table for one node and one view of the graph."""
 
@@ -99,20 +197,11 @@ class RouteTable:
         self.graph = graph
         self.max_hops = max_hops
         self.routes: dict[bytes, Route] = {}
-        from_neighbour = {n: shortest_from(graph, n) for n in sorted(graph.get(own_id, {}))}
-        destinations = set().union(*from_neighbour.values()) if from_neighbour else set()
-        destinations.discard(own_id)
-        for destination in sorted(destinations):
-            best: tuple[int, int, bytes] | None = None
-            for neighbour, weight in graph[own_id].items():
-                rest = from_neighbour[neighbour].get(destination)
-                if rest is None:
-                    continue
-                candidate = (weight + rest[0], 1 + rest[1], neighbour)
-                if best is None or candidate < best:
-                    best = candidate
-            if best is not None and best[1] <= max_hops:
-                self.routes[destination] = Route(destination, best[2], best[0], best[1])
+        best = _best_routes(graph, own_id)
+        for destination in sorted(best):
+            metric, hops, next_hop = best[destination]
+            if hops <= max_hops:
+                self.routes[destination] = Route(destination, next_hop, metric, hops)
         self._paths: dict[bytes, tuple[bytes, ...]] = {}
 
     @classmethod

@@ -110,6 +110,18 @@ def test_a_much_nearer_candidate_replaces_the_slowest_near_neighbour_not_a_long_
     assert bound.admit(b"cand", set(names), None, rtts).verdict is Verdict.REFUSE
 
 
+def test_no_offer_to_a_peer_whose_record_says_it_would_refuse() -> None:
+    """The offerer applies the peer's rule to the peer's advertised links (RTTs in us)."""
+    limit = RANDOM_LINKS + 3
+    bound = NeighbourBound(limit, lambda node_id: MIN_DEGREE + 2)
+    full = {bytes([i]): 10_000 * (i + 1) for i in range(limit)}  # 10 .. 50 ms; near: <= 30 ms
+    assert not bound.would_refuse(dict(list(full.items())[:-1]), None, MIN_DEGREE)  # room
+    assert bound.would_refuse(full, None, MIN_DEGREE)  # full, no RTT to compete with
+    assert bound.would_refuse(full, 0.025, MIN_DEGREE)  # not under 0.7 x 30 ms
+    assert not bound.would_refuse(full, 0.015, MIN_DEGREE)  # it would evict for us
+    assert not bound.would_refuse(full, None, MIN_DEGREE - 1)  # we are nearly alone: taken
+
+
 def test_offer_carries_the_rtt_and_rejects_garbage() -> None:
     assert decode_offer(encode_offer(0.0123)) == 0.0123
     assert decode_offer(encode_offer(None)) is None

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import random
 
+import pytest
+
+from gossipmesh.routing.gossip import Accepted, GossipEngine
 from gossipmesh.routing.linkstate import Link, LinkStateRecord
 from gossipmesh.routing.store import Offer, RecordStore
+from gossipmesh.routing.timing import RoutingTiming
 
 from .harness import identity_for
 
@@ -75,3 +80,25 @@ def test_summary_changes_with_any_sequence_and_digest_entries_are_sorted() -> No
     assert sum(a != b for a, b in zip(before.bucket_hashes, after.bucket_hashes, strict=True)) == 1
     entries = store.entries_in(bytes(20), b"\xff" * 20)
     assert [o for o, _ in entries] == sorted(r.origin for r in store.records())
+
+
+def test_a_flooded_copy_is_refused_from_its_header_before_decoding(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    drops: list[str] = []
+    store = RecordStore()
+    engine = GossipEngine(
+        b"\x00" * 20, store, RoutingTiming(), random.Random(1), lambda *a: None, drops.append
+    )
+    held = record(1, 10)
+    assert LinkStateRecord.peek(held.encode()) == (held.origin, 10)
+    assert LinkStateRecord.peek(held.encode()[:20]) is None
+    assert isinstance(engine.offer(held.encode(), NOW_MS / 1000), Accepted)
+
+    def no_decode(data: bytes) -> LinkStateRecord:
+        raise AssertionError("decoded a stale copy")
+
+    monkeypatch.setattr(LinkStateRecord, "decode", staticmethod(no_decode))
+    assert engine.offer(record(1, 9).encode(), NOW_MS / 1000) is None
+    assert engine.offer(held.encode()[:-1], NOW_MS / 1000) is None  # malformed, and stale
+    assert drops == ["record_stale", "record_stale"]

@@ -6,7 +6,11 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from gossipmesh.simulations.clock import VirtualTimeLoop
 from gossipmesh.simulations.mesh_metrics import echo_probe, probe_serial
 from gossipmesh.simulations.runner import Simulation, run_scenario
 from gossipmesh.simulations.scenario import load_scenario
@@ -153,3 +157,59 @@ def test_on_an_open_underlay_the_overlay_keeps_its_bound_and_reaches_everyone() 
     assert final["records_known"] == 1.0 and final["routes_reachable"] == 1.0
     late = [r["probe_delivery"] for r in result.timeseries if r["time"] >= 60.0]
     assert min(late) == 1.0
+
+
+MESH_ORACLE = (
+    MESH_CHURN.replace('kind = "mesh"\n', 'kind = "mesh"\ndht = "oracle"\n')
+    .replace("max_neighbours = 32\n", "max_neighbours = 8\n")
+    .replace("duration = 60.0\n", "duration = 80.0\n")
+    + """\
+[[events]]
+at = 40.0
+kind = "partition"
+fraction = 0.5
+[[events]]
+at = 48.0
+kind = "heal"
+"""
+)
+
+
+def test_with_the_oracle_dht_the_mesh_converges_with_no_task_and_identical_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tasks: list[object] = []
+    create_task = VirtualTimeLoop.create_task
+
+    def counting(self: VirtualTimeLoop, *args: Any, **kwargs: Any) -> Any:
+        tasks.append(args[0])
+        return create_task(self, *args, **kwargs)
+
+    monkeypatch.setattr(VirtualTimeLoop, "create_task", counting)
+    scenario_file = tmp_path / "oracle.toml"
+    scenario_file.write_text(MESH_ORACLE)
+    first = tmp_path / "first"
+    result = run_scenario(load_scenario(scenario_file), first)
+    mesh, probes = result.summary["mesh"], result.summary["probes"]
+    print(mesh, probes, result.summary["events"])
+    assert tasks == []  # no task per node, per request or per probe
+    assert result.summary["task_errors"] == 0
+    assert mesh["dht"] == "oracle"
+    assert mesh["time_all_records_known"] is not None
+    assert mesh["final"]["records_known"] == 1.0 and mesh["final"]["routes_reachable"] == 1.0
+    assert 0.7 < probes["delivery_ratio"] <= 1.0
+    assert mesh["time_all_routes_reachable"] is not None
+    assert mesh["mesh_degree_max_seen"] <= 8
+    assert [e["kind"] for e in result.summary["events"]] == ["crash", "partition", "heal"]
+
+    second = tmp_path / "second"
+    code = (
+        "from gossipmesh.simulations.runner import run_scenario;"
+        "from gossipmesh.simulations.scenario import load_scenario;"
+        f"run_scenario(load_scenario({str(scenario_file)!r}), __import__('pathlib').Path("
+        f"{str(second)!r}))"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "77"}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
+    for name in sorted(p.name for p in first.iterdir()):
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name

@@ -77,3 +77,16 @@ def test_bundled_examples_load() -> None:
     assert {"small", "medium", "mass-restart", "partition"} <= set(bundled)
     for path in bundled.values():
         load_scenario(path)
+
+
+def test_bundled_mesh_scenarios_have_valid_workload_keys() -> None:
+    from gossipmesh.simulations.mesh_workload import MeshParams
+
+    scale = {name: load_scenario(path) for name, path in bundled_scenarios().items()}
+    for scenario in scale.values():
+        if scenario.workload == "mesh":
+            MeshParams.from_table(scenario.workload_params, scenario.source)
+    assert MeshParams.from_table(scale["mesh-1000"].workload_params, "x").dht == "oracle"
+    assert scale["mesh-1000"].nodes == 1000 and scale["mesh-5000"].nodes == 5000
+    with pytest.raises(ScenarioError, match=r"workload\.dht"):
+        MeshParams.from_table({"dht": "magic"}, "x")
