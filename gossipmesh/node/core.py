@@ -409,7 +409,7 @@ class NodeCore(PulledOutput):
         now = self._now
         changes = self.directory.take_changes()
         newcomers, departed = self.addresses.rebuild(changes, now)
-        self.trust.directory_changed(now)
+        self.trust.directory_changed(changes, now)
         for key in departed:
             self.links.forget(key)  # a link of its expires with its keys
         self.records.report_names(changes)

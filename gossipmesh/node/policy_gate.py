@@ -13,7 +13,7 @@ from here always pass.
 
 from __future__ import annotations
 
-from gossipmesh.directory import Directory
+from gossipmesh.directory import Directory, DirectoryChanges
 from gossipmesh.node.trust_gate import TrustGate
 from gossipmesh.policy.filter import PacketFilter
 from gossipmesh.policy.peer import PeerIdentity
@@ -60,13 +60,17 @@ class PolicyGate:
         groups = frozenset(certificate.groups) if certificate is not None else frozenset()
         return PeerIdentity(name, groups, frozenset(addresses))
 
-    def directory_changed(self, now: float) -> None:
-        """Peers came, went or moved: rebuild who is who (and our own addresses)."""
-        self._identities = {
-            node_id: identity
-            for node_id in self._gate.certificates
-            if (identity := self._identity(node_id)) is not None
-        }
+    def directory_changed(self, changes: DirectoryChanges, now: float) -> None:
+        """Peers came, went or moved: update who is who (and our own addresses); O(changes)."""
+        identities = self._identities
+        for node_id in changes.removed:
+            identities.pop(node_id, None)
+        for entry in changes.updated:
+            identity = self._identity(entry.node_id)
+            if identity is None:
+                identities.pop(entry.node_id, None)
+            else:
+                identities[entry.node_id] = identity
         local = self._local()
         if local != self.filter.local:
             self.filter.local = local

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from gossipmesh.directory import Directory
+from gossipmesh.directory import Directory, DirectoryChanges
 from gossipmesh.node.documents import DocumentSync
 from gossipmesh.node.events import DocumentAccepted, SaveDocument
 from gossipmesh.node.links import NodeLinks
@@ -95,9 +95,9 @@ class NodeTrust:
             assert self.gate.authority_public_key is not None
             self.policy.use_policy(document, self.gate.authority_public_key, now)
 
-    def directory_changed(self, now: float) -> None:
+    def directory_changed(self, changes: DirectoryChanges, now: float) -> None:
         if self.policy is not None:
-            self.policy.directory_changed(now)
+            self.policy.directory_changed(changes, now)
 
     def exclude(self, node_ids: list[bytes], wall: float) -> None:
         """Revoked or expired nodes: no session, route, name or address here any more."""
