@@ -18,15 +18,12 @@ from gossipmesh.cli.instance import instance_options, state_dir_for
 from gossipmesh.cli.tables import echo_fields, echo_json
 from gossipmesh.errors import UsageError
 from gossipmesh.runtime.control import call_daemon
+from gossipmesh.statefiles import read_operator_file
 from gossipmesh.trust.document import MAX_DOCUMENT_SIZE
 
 
 def _read_signed(path: Path) -> bytes:
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(MAX_DOCUMENT_SIZE + 1)
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read: {exc.strerror}") from None
+    data = read_operator_file(path, MAX_DOCUMENT_SIZE, "signed document")
     if len(data) > MAX_DOCUMENT_SIZE:
         raise UsageError(f"{path}: larger than {MAX_DOCUMENT_SIZE} bytes: not a signed document")
     return data

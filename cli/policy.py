@@ -19,21 +19,13 @@ from gossipmesh.identity import encode_public_key
 from gossipmesh.policy.check import failures, run_tests
 from gossipmesh.policy.model import MAX_POLICY_BYTES, Policy, parse_policy
 from gossipmesh.policy.signed import sign_policy
-from gossipmesh.statefiles import StateError, write_atomically
+from gossipmesh.statefiles import StateError, read_operator_file, write_atomically
 from gossipmesh.trust.authority import load_authority_key
 
 
 def read_policy_file(path: Path) -> str:
     """The policy text; every failure names the file (ConfigError, exit 2)."""
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(MAX_POLICY_BYTES + 1)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: policy file does not exist") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a directory, not a policy file") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read policy file: {exc.strerror}") from None
+    data = read_operator_file(path, MAX_POLICY_BYTES, "policy file")
     if len(data) > MAX_POLICY_BYTES:
         raise ConfigError(f"{path}: larger than the {MAX_POLICY_BYTES} bytes a policy may have")
     try:

@@ -16,7 +16,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from gossipmesh.errors import GossipmeshError, UsageError
+from gossipmesh.errors import ConfigError, GossipmeshError, UsageError
 
 STATE_ROOT = Path("/var/lib/gossipmesh")
 
@@ -141,3 +141,21 @@ def read_json(path: Path) -> Any | None:
 
 def write_json(path: Path, value: Any) -> None:
     write_atomically(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_operator_file(path: Path, limit: int, what: str) -> bytes:
+    """At most `limit + 1` bytes of a file the operator named; ConfigError naming it otherwise.
+
+    One reader for network.json, certificates, policies and signed documents,
+    so each says the same thing about a missing file, a directory or a bad
+    permission; a caller that sees more than `limit` bytes refuses the file.
+    """
+    try:
+        with path.open("rb") as handle:
+            return handle.read(limit + 1)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {what} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a {what}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read {what}: {exc.strerror}") from None

@@ -37,6 +37,7 @@ from gossipmesh.identity import (
     write_key_file,
 )
 from gossipmesh.names import normalize_label
+from gossipmesh.statefiles import read_operator_file
 from gossipmesh.trust.document import Signer
 
 __all__ = [
@@ -181,15 +182,7 @@ def parse_network_file(data: bytes, source: str = "network file") -> NetworkDesc
 def load_network_file(path: str | os.PathLike[str]) -> NetworkDescription:
     """Read and verify network.json; a ConfigError names the path and what is wrong."""
     path = Path(path)
-    try:
-        with path.open("rb") as file:
-            data = file.read(MAX_NETWORK_FILE_SIZE + 1)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: network file does not exist") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a directory, not a network file") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read network file: {exc.strerror}") from None
+    data = read_operator_file(path, MAX_NETWORK_FILE_SIZE, "network file")
     return parse_network_file(data, source=str(path))
 
 

@@ -35,6 +35,7 @@ from typing import Final, Protocol
 from gossipmesh.errors import ConfigError, GossipmeshError, LabelError
 from gossipmesh.identity import PUBLIC_KEY_SIZE, node_id_from_public_key, verify_signature
 from gossipmesh.names import MAX_LABEL_LENGTH, check_claimable, is_valid_label
+from gossipmesh.statefiles import read_operator_file
 from gossipmesh.trust.document import Signer
 
 CERTIFICATE_EXTENSION: Final = 2
@@ -432,13 +433,5 @@ def parse_certificate_file(data: bytes, source: str = "certificate file") -> Nod
 def load_certificate_file(path: str | os.PathLike[str]) -> NodeCertificate:
     """Read and parse a certificate file (ConfigError naming the path)."""
     path = Path(path)
-    try:
-        with path.open("rb") as file:
-            data = file.read(MAX_CERTIFICATE_FILE_SIZE + 1)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: certificate file does not exist") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a directory, not a certificate file") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read certificate file: {exc.strerror}") from None
+    data = read_operator_file(path, MAX_CERTIFICATE_FILE_SIZE, "certificate file")
     return parse_certificate_file(data, source=str(path))
