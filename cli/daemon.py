@@ -141,7 +141,9 @@ def peers(interface: str, state_dir: Path | None, as_json: bool) -> None:
     """Known nodes: direct or relayed (through whom), neighbour, stream link, RTT, bytes.
 
     ROLE is "neighbour" for the few peers (at most max_neighbours) this node
-    keeps routing links with, "passive" for other peers it reaches directly.
+    keeps routing links with, "passive" for other peers it reaches directly,
+    "relayed-session" for a live session over relays (its keys are zeroed
+    after 540 s idle).
     GROUPS are those the peer's certificate grants (networks with an authority).
     """
     result = call_daemon(state_dir_for(interface, state_dir).control_socket, "peers")
@@ -151,10 +153,6 @@ def peers(interface: str, state_dir: Path | None, as_json: bool) -> None:
     for row in result:  # a stream link carries this peer's bulk traffic over TCP
         row["stream_link"] = "tcp" if row.get("stream_link") else None
         row["groups"] = ",".join(row.get("groups") or []) or None
-        if row.get("neighbour"):
-            row["role"] = "neighbour"
-        elif row.get("path") == "direct":
-            row["role"] = "passive"
     echo_table(
         result,
         [

@@ -18,6 +18,7 @@ from gossipmesh.node.core import NodeCore
 from gossipmesh.node.events import Address, RelayAddress
 from gossipmesh.node.options import MESH_MTU
 from gossipmesh.policy.counters import DROP_REASONS
+from gossipmesh.session.peer import Peer
 from gossipmesh.trust.document import DocumentKind
 
 
@@ -156,6 +157,7 @@ class NodeViews:
                     "tx_bytes": core.forwarder.tx_bytes.get(key, 0),
                     "stream_link": core.links.has_link(key),
                     "neighbour": core.paths.is_neighbour(entry.node_id),
+                    "role": _role(core.paths.is_neighbour(entry.node_id), direct, peer),
                     "groups": list(core.gate.groups(entry.node_id)),
                 }
             )
@@ -242,3 +244,15 @@ def _format_endpoint(endpoint: object) -> str | None:
 
 def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode("ascii")
+
+
+def _role(neighbour: bool, direct: bool, peer: Peer | None) -> str | None:
+    """neighbour (a routing link), passive (direct, no link) or relayed-session (live keys
+    over relays; they are zeroed once the session has been idle 540 s)."""
+    if neighbour:
+        return "neighbour"
+    if direct:
+        return "passive"
+    if peer is not None and peer.current is not None:
+        return "relayed-session"
+    return None
