@@ -72,6 +72,18 @@ from gossipmesh.runtime.control import call_daemon
     "64 KiB units, on the UDP port's number (TCP); UDP stays the fallback and the only "
     "path to stock WireGuard peers [default: on].",
 )
+@click.option(
+    "--advertise-routes",
+    metavar="CIDR,...",
+    help="Subnets behind this host that it routes for, e.g. 10.1.0.0/24,fd12::/64. Others "
+    "install them only if this node's certificate grants them (cert sign --route).",
+)
+@click.option(
+    "--snat/--no-snat",
+    default=None,
+    help="Masquerade mesh traffic into the advertised subnets, so their hosts need no "
+    "route back to the mesh [default: off].",
+)
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), help="[default: info]")
 @click.option(
     "--log-format",
@@ -118,6 +130,11 @@ def status(interface: str, state_dir: Path | None, as_json: bool) -> None:
         echo_json(result)
         return
     counters = result.pop("counters", {})
+    subnets = result.pop("subnets", [])
+    if subnets:
+        result["subnets"] = ", ".join(
+            f"{s['prefix']} ({s['status']}, {s['router']})" for s in subnets
+        )
     links = result.pop("stream_links", None)
     if isinstance(links, dict):
         state = "on" if links.get("enabled") else "off"
@@ -176,11 +193,17 @@ def peers(interface: str, state_dir: Path | None, as_json: bool) -> None:
 @instance_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def routes(interface: str, state_dir: Path | None, as_json: bool) -> None:
-    """The routing table: destination, next hop, hops and metric."""
-    result = call_daemon(state_dir_for(interface, state_dir).control_socket, "routes")
-    if as_json:
+    """The routing table: destination, next hop, hops and metric; then routed subnets.
+
+    A subnet another node advertises is used only when its certificate grants
+    it (networks with an authority); otherwise it is listed as refused.
+    """
+    socket_path = state_dir_for(interface, state_dir).control_socket
+    result = call_daemon(socket_path, "routes")
+    if as_json:  # the routes alone, as before; `status --json` has "subnets"
         echo_json(result)
         return
+    subnets = call_daemon(socket_path, "subnets")
     echo_table(
         result,
         [
@@ -191,6 +214,9 @@ def routes(interface: str, state_dir: Path | None, as_json: bool) -> None:
             ("path", "path"),
         ],
     )
+    if subnets:
+        click.echo("")
+        echo_table(subnets, [("prefix", "subnet"), ("router", "router"), ("status", "status")])
 
 
 @click.command()

@@ -95,6 +95,23 @@ def _parse_interface(value: Any) -> str:
     return name
 
 
+def _parse_routes(value: Any) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """`10.1.0.0/24,fd12::/64` (a flag) or a list (TOML); host bits set is an error."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not items:
+        raise ValueError("must be CIDR prefixes, e.g. 10.1.0.0/24,fd12::/64")
+    routes = []
+    for item in items:
+        try:
+            prefix = ipaddress.ip_network(str(item).strip(), strict=True)
+        except ValueError as exc:
+            raise ValueError(f"{item!r}: {exc}") from None
+        if prefix.prefixlen == 0:
+            raise ValueError(f"{item!r}: a default route is an exit node, not a subnet")
+        routes.append(prefix)
+    return tuple(routes)
+
+
 def _parse_network(value: Any) -> ipaddress.IPv4Network:
     return parse_ipv4_network(_parse_str(value))
 
@@ -163,6 +180,10 @@ class Settings:
     """Divides protocol timers (rekey, keepalive); only tests lower them."""
     leaf: tuple[LeafPeer, ...] = ()
     """Stock WireGuard devices attached to this node (`[[leaf]]` tables)."""
+    advertise_routes: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    """Subnets behind this node that it routes for (approved by its certificate)."""
+    snat: bool = False
+    """Masquerade mesh traffic into those subnets (their hosts then need no route back)."""
     stream_links: bool = True
     """Carry bulk traffic to other gossipmesh nodes over TCP stream links (gossipmesh.links)."""
 
@@ -185,6 +206,8 @@ FIELDS: dict[str, Callable[[Any], Any]] = {
     "timer_scale": _parse_positive_float,
     "leaf": _parse_leaves,
     "stream_links": _parse_bool,
+    "advertise_routes": _parse_routes,
+    "snat": _parse_bool,
 }
 
 

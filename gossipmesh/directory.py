@@ -18,7 +18,7 @@ data plane from that alone.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from gossipmesh.addressing import DEFAULT_IPV4_NETWORK, ClaimIndex, ClaimOutcome, ipv6_for
@@ -27,7 +27,7 @@ from gossipmesh.names import NameIndex, key_name
 from gossipmesh.records import NodeRecord
 
 ROUTED_PREFIXES_EXTENSION = 1
-"""Node-record extension: address prefixes the node routes for (its leaf WireGuard peers).
+"""Node-record extension: address prefixes the node routes for (its leaves, its subnets).
 
 Value: a sequence of { u8 family (4|6) | u8 prefix length | 4s|16s address }.
 """
@@ -122,6 +122,10 @@ class Directory:
         self.by_x25519: dict[bytes, bytes] = {}
         self.by_name: dict[str, bytes] = {}
         self.prefixes: list[tuple[Prefix, bytes]] = []
+        self.approve_prefix: Callable[[NodeRecord, Prefix], bool] = lambda record, prefix: True
+        """Whether a node may route a prefix it advertises (its certificate, issue 18)."""
+        self.refused_prefixes: dict[bytes, tuple[Prefix, ...]] = {}
+        """Node id -> prefixes it advertises that were not approved (shown by `routes`)."""
 
     def __len__(self) -> int:
         return len(self._records)
@@ -162,7 +166,7 @@ class Directory:
             touched = {node_id}
             touched |= self._claims.put(record.address_claim())
             touched |= self._names.put(node_id, record.name_claim())
-            self._set_prefixes(node_id, routed_prefixes(record))
+            self._set_prefixes(node_id, self._approved(record))
             for node in sorted(touched):
                 self._refresh(node)
         return changed
@@ -175,6 +179,7 @@ class Directory:
         del self._position[node_id]
         touched = self._claims.remove(node_id) | self._names.remove(node_id)
         self._set_prefixes(node_id, ())
+        self.refused_prefixes.pop(node_id, None)
         entry = self._resolved.pop(node_id)
         self._unindex(entry)
         del self.by_x25519[entry.x25519_public_key]
@@ -266,6 +271,16 @@ class Directory:
         for name in (entry.name, entry.key_name):
             if name is not None and self.by_name.get(name) == node_id:
                 del self.by_name[name]
+
+    def _approved(self, record: NodeRecord) -> tuple[Prefix, ...]:
+        advertised = routed_prefixes(record)
+        approved = tuple(p for p in advertised if self.approve_prefix(record, p))
+        refused = tuple(p for p in advertised if p not in approved)
+        if refused:
+            self.refused_prefixes[record.node_id] = refused
+        else:
+            self.refused_prefixes.pop(record.node_id, None)
+        return approved
 
     def _set_prefixes(self, node_id: bytes, prefixes: tuple[Prefix, ...]) -> None:
         """Routed prefixes, in directory order; rebuilt only when some node's set changes."""

@@ -33,6 +33,8 @@ class AddressMap:
         self.leaf_peer_by_address: dict[bytes, Peer] = {}
         self._indexed: dict[bytes, tuple[Peer, tuple[bytes, ...]]] = {}
         """Node id -> its session peer and the addresses it holds in `peer_by_address`."""
+        self.routed_here: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+        """Subnets behind this node (`--advertise-routes`): their packets go to the TUN too."""
 
     def add_local(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
         self.local.add(address.packed)
@@ -49,6 +51,17 @@ class AddressMap:
             self.add_local(address)
         for leaf in options.leaves:
             self.add_leaf(leaf, now)
+        self.routed_here = options.advertised_routes
+
+    def routes_here(self, destination: bytes) -> bool:
+        """Is `destination` in a subnet this node routes for (the kernel forwards it on)?"""
+        if not self.routed_here:
+            return False
+        try:
+            address = ipaddress.ip_address(destination)
+        except ValueError:
+            return False
+        return any(address in prefix for prefix in self.routed_here)
 
     def remove_local(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
         self.local.discard(address.packed)

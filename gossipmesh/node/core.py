@@ -165,7 +165,7 @@ class NodeCore(PulledOutput):
             self._directory_changed,
             wall_offset,
             identity.node_id,
-            tuple(prefix for leaf in options.leaves for prefix in leaf.addresses),
+            (*(p for leaf in options.leaves for p in leaf.addresses), *options.advertised_routes),
         )
         self.forwarder.filter = self.trust.policy
         self.control = ControlDispatch(

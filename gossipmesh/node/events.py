@@ -8,6 +8,7 @@ its result back (`NodeCore.records_fetched`, `probe_finished`, ...).
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +72,13 @@ class EchoAnswered:
 
 
 @dataclass(frozen=True, slots=True)
+class RoutedPrefixesChanged:
+    """The subnets other nodes route for (approved), in directory order: the kernel's routes."""
+
+    prefixes: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class DocumentAccepted:
     """A newer policy or revocation list from the authority is in force now."""
 
@@ -86,6 +94,7 @@ NodeEvent = (
     | AddressChanged
     | EchoAnswered
     | DocumentAccepted
+    | RoutedPrefixesChanged
 )
 
 

@@ -207,6 +207,10 @@ class Forwarder:
         if leaf_peer is not None:
             self.encrypt_and_send(leaf_peer, packet, now)
             return
+        if addresses.routes_here(destination):  # a subnet router: the kernel takes it on
+            self._counters.delivered += 1
+            self._outbox.tun_writes.append(packet)
+            return
         self._counters.destination_rejected += 1
 
     def forward_from_leaf(self, peer_key: bytes, packet: bytes, source: bytes, now: float) -> None:

@@ -222,6 +222,11 @@ class NodeLinks:
                 frames_out.append(item)
                 continue
             leaf_peer = addresses.leaf_peer_by_address.get(destination)
+            if leaf_peer is None and addresses.routes_here(destination):
+                counters.frames_received += 1
+                node_counters.delivered += 1
+                frames_out.append(item)
+                continue
             if leaf_peer is None:
                 counters.frames_rejected += 1
                 node_counters.destination_rejected += 1

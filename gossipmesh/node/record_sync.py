@@ -15,6 +15,7 @@ from gossipmesh.directory import (
     ROUTED_PREFIXES_EXTENSION,
     Directory,
     DirectoryChanges,
+    Prefix,
     encode_prefixes,
 )
 from gossipmesh.identity import Identity
@@ -24,6 +25,7 @@ from gossipmesh.node.events import (
     FetchRecords,
     NameChanged,
     PublishRecords,
+    RoutedPrefixesChanged,
     SaveAddressState,
 )
 from gossipmesh.node.messages import (
@@ -84,6 +86,7 @@ class RecordSync:
         """Node ids the DHT's routing table holds, as last reported by the driver."""
         self._last_urgent_fetch = float("-inf")
         self._names: dict[bytes, str | None] = {}
+        self._prefixes: tuple[Prefix, ...] = ()
 
     # --- this node's records -----------------------------------------------------------
 
@@ -95,6 +98,7 @@ class RecordSync:
             Endpoint(EndpointKind.HOST, host, port) for host, port in options.host_endpoints
         )
         prefixes = [prefix for leaf in options.leaves for prefix in leaf.addresses]
+        prefixes += options.advertised_routes
         extensions: tuple[tuple[int, bytes], ...] = ()
         if prefixes:
             extensions += ((ROUTED_PREFIXES_EXTENSION, encode_prefixes(prefixes)),)
@@ -269,3 +273,12 @@ class RecordSync:
             if self._names.get(entry.node_id, "") != entry.name:
                 self._outbox.event(NameChanged(entry.node_id, entry.name))
             self._names[entry.node_id] = entry.name
+        self._report_prefixes()
+
+    def _report_prefixes(self) -> None:
+        """`RoutedPrefixesChanged` when the approved prefixes other nodes route for change."""
+        own_id = self._identity.node_id
+        prefixes = tuple(p for p, owner in self._directory.prefixes if owner != own_id)
+        if prefixes != self._prefixes:
+            self._prefixes = prefixes
+            self._outbox.event(RoutedPrefixesChanged(prefixes))

@@ -50,6 +50,7 @@ class NodeTrust:
     ) -> None:
         self.gate = gate
         self._directory = directory
+        directory.approve_prefix = gate.approves_route  # routed subnets need the grant
         self._sessions = sessions
         self._routing = routing
         self._paths = paths

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from gossipmesh.directory import Prefix
 from gossipmesh.records import NodeRecord, Record
 from gossipmesh.trust.certificate import (
     CERTIFICATE_EXTENSION,
@@ -116,6 +117,16 @@ class TrustGate:
         if len(self._verified) >= MAX_VERIFIED:
             self._verified.clear()
         self._verified.add(raw)
+
+    def approves_route(self, record: NodeRecord, prefix: Prefix) -> bool:
+        """May this node route `prefix`? Open network: yes; else its certificate must grant it."""
+        if self.authority_public_key is None:
+            return True
+        certificate = self.certificates.get(record.node_id)
+        own = self.own_certificate
+        if certificate is None and own is not None and own.node_public_key == record.public_key:
+            certificate = own
+        return certificate is not None and certificate.grants_route(prefix)
 
     def _refuse(self, reason: str) -> None:
         self.refused[reason] = self.refused.get(reason, 0) + 1

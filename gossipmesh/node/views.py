@@ -97,6 +97,7 @@ class NodeViews:
             "key_name": key_name(core.identity.node_id),
             "listen_port": core.options.listen_port,
             "uptime_s": round(now - core.started_at, 1),
+            "subnets": self.subnets(),
             "known_nodes": len(core.directory) - 1,
             "neighbours": len(core.routing.neighbours()),
             "max_neighbours": bound.limit,
@@ -174,6 +175,27 @@ class NodeViews:
             }
             for route in self.core.routing.routes()
         ]
+
+    def subnets(self) -> list[dict[str, Any]]:
+        """Subnets routed by nodes (issue 18): this node's own, approved and refused ones."""
+        core = self.core
+        own_id = core.identity.node_id
+        rows = [
+            {"prefix": str(prefix), "router": "this node", "status": "advertised"}
+            for prefix in core.options.advertised_routes
+        ]
+        rows += [
+            {"prefix": str(prefix), "router": self.short_name(owner), "status": "approved"}
+            for prefix, owner in core.directory.prefixes
+            if owner != own_id
+        ]
+        rows += [
+            {"prefix": str(prefix), "router": self.short_name(owner), "status": "refused"}
+            for owner, refused in core.directory.refused_prefixes.items()
+            if owner != own_id
+            for prefix in refused
+        ]
+        return rows
 
     def wg_config(self, leaf_name: str, reflexive: Address | None) -> dict[str, Any]:
         """What a leaf's wg-quick file needs from this node."""

@@ -32,6 +32,7 @@ from gossipmesh.dns.node_view import PeerTableView
 from gossipmesh.dns.service import MagicDns, resolver_config, start_magic_dns
 from gossipmesh.errors import GossipmeshError, UsageError
 from gossipmesh.identity import Identity, load_or_create_key_file
+from gossipmesh.node.events import NodeEvent, RoutedPrefixesChanged
 from gossipmesh.node.options import MESH_MTU, NodeOptions
 from gossipmesh.runtime.busypoll import install_busy_poll
 from gossipmesh.runtime.control import ControlServer
@@ -40,6 +41,7 @@ from gossipmesh.runtime.heap import keep_freed_memory
 from gossipmesh.runtime.links import StreamLinks, open_link_listener
 from gossipmesh.runtime.logs import configure_logging
 from gossipmesh.runtime.node_runner import NodeRunner
+from gossipmesh.runtime.subnets import KernelRoutes, Prefix, SubnetRouter
 from gossipmesh.runtime.trust_setup import Trust, load_trust, with_network
 from gossipmesh.runtime.tun import TunDevice, TunError, open_tun
 from gossipmesh.runtime.udp import open_udp_socket
@@ -103,6 +105,10 @@ class Daemon:
         self.transport: DataPlane | None = None
         self.magic_dns: MagicDns | None = None
         self.links: StreamLinks | None = None
+        self.kernel_routes: KernelRoutes | None = None
+        self.subnet_router: SubnetRouter | None = None
+        self._subnets: tuple[Prefix, ...] = ()
+        """The approved subnets of other nodes, as the node last reported them."""
         self.ready = False
         """True once the node has joined and MagicDNS (if any) serves: `status` says so."""
 
@@ -120,6 +126,7 @@ class Daemon:
             timer_scale=settings.timer_scale,
             leaves=settings.leaf,
             service_addresses=(RESOLVER_IPV4, RESOLVER_IPV6) if settings.dns != "off" else (),
+            advertised_routes=settings.advertise_routes,
             authority_public_key=self.trust.authority_public_key,
             certificate=self.trust.certificate,
         )
@@ -137,6 +144,7 @@ class Daemon:
             self.identity, self.secret, options, self.transport, state_dir=self.state.path
         )
         self.node = node
+        node.on_event = self._on_node_event
         node.prepare()
         assert node.ipv4 is not None
         try:
@@ -154,6 +162,16 @@ class Daemon:
             raise UsageError(str(exc)) from None
         if settings.dns != "off":
             await asyncio.to_thread(add_resolver_addresses, self.tun.name)
+        self.kernel_routes = KernelRoutes(self.tun.name, settings.ipv4_network)
+        self.kernel_routes.submit(self._subnets)
+        if settings.advertise_routes:
+            self.subnet_router = SubnetRouter(
+                self.tun.name, settings.advertise_routes, settings.snat
+            )
+            try:
+                self.subnet_router.start()
+            except OSError as exc:
+                raise UsageError(f"--advertise-routes: {exc}") from None
         vnet = isinstance(self.tun, OffloadTunDevice)
         self.transport.attach_tun(self.tun.fd, vnet=vnet)
         self._enable_links(loop, node, port, vnet)
@@ -214,9 +232,19 @@ class Daemon:
         )
         self.transport.after_flush = self.links.flush
 
+    def _on_node_event(self, event: NodeEvent) -> None:
+        if isinstance(event, RoutedPrefixesChanged):
+            self._subnets = event.prefixes
+            if self.kernel_routes is not None:
+                self.kernel_routes.submit(event.prefixes)
+
     async def close(self) -> None:
         """Tear down in reverse: DNS wiring, links, node, control socket, readers, TUN, socket."""
         loop = asyncio.get_running_loop()
+        if self.subnet_router is not None:
+            self.subnet_router.close()
+        if self.kernel_routes is not None:
+            await asyncio.to_thread(self.kernel_routes.close)
         if self.magic_dns is not None:
             outcome = await self.magic_dns.stop()
             log.info("host DNS: %s", outcome.value)
@@ -276,6 +304,10 @@ class Daemon:
             assert self.node is not None
             return self.node.routes()
 
+        async def subnets(args: Mapping[str, Any]) -> Any:
+            assert self.node is not None
+            return self.node.views.subnets()
+
         async def ping(args: Mapping[str, Any]) -> Any:
             assert self.node is not None
             target = str(args.get("target", ""))
@@ -328,6 +360,7 @@ class Daemon:
             "status": status,
             "peers": peers,
             "routes": routes,
+            "subnets": subnets,
             "ping": ping,
             "resolve": resolve,
             "wg-config": wg_config,

@@ -38,7 +38,13 @@ class Authority:
         self.network = directory / "network.json"
         self.revocations = directory / "revocations.signed"
 
-    def certify(self, node: DaemonNode, groups: Sequence[str] = (), valid_for: str = "30d") -> Path:
+    def certify(
+        self,
+        node: DaemonNode,
+        groups: Sequence[str] = (),
+        valid_for: str = "30d",
+        routes: Sequence[str] = (),
+    ) -> Path:
         """A key for `node` (if it has none yet) and a certificate naming it, in its directory."""
         if not node.key.exists():
             gossipmesh("keygen", str(node.key))
@@ -51,6 +57,8 @@ class Authority:
         ]  # fmt: skip
         for group in groups:
             argv += ["--group", group]
+        for route in routes:
+            argv += ["--route", route]
         gossipmesh(*argv)
         return cert
 

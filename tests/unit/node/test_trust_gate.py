@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 
 from gossipmesh.identity import Identity
 from gossipmesh.node.trust_gate import TrustGate
@@ -107,3 +108,20 @@ def test_an_open_network_admits_everything() -> None:
     gate = TrustGate(None)
     assert gate.admit(_record(None), NOW)
     assert gate.admit_stored(_record(None), NOW)
+
+
+def test_a_routed_subnet_needs_the_certificate_to_grant_it() -> None:
+    gate = TrustGate(AUTHORITY.public_key)
+    lan = ipaddress.ip_network("10.1.0.0/24")
+    router_cert = sign_certificate(
+        AUTHORITY, NODE.public_key, "alpha", [], None, (lan,), False, NOW - 60, NOW + 3600
+    )
+    router = _record(router_cert)
+    assert gate.admit(router, NOW)
+    assert gate.approves_route(router, lan)
+    assert gate.approves_route(router, ipaddress.ip_network("10.1.0.128/25"))  # inside it
+    assert not gate.approves_route(router, ipaddress.ip_network("10.1.0.0/16"))  # wider
+    plain = _record(_cert(OTHER), node=OTHER)
+    assert gate.admit(plain, NOW)
+    assert not gate.approves_route(plain, lan)
+    assert TrustGate(None).approves_route(plain, lan)  # an open network: any member may

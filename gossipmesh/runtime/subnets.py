@@ -1,0 +1,139 @@
+"""The host's side of subnet routing (`--advertise-routes`, `--snat`): kernel routes and NAT.
+
+On every node: a kernel route through the TUN for each subnet another node
+routes for and the trust gate approved (the mesh's own ranges are routed
+already). On a subnet router: IP forwarding on (restored on exit) and, with
+`--snat`, an nftables table that masquerades mesh traffic leaving for the
+subnets, so their hosts need no route back to the mesh. Everything added
+is removed when the daemon stops; routes through the TUN vanish with it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import subprocess
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from gossipmesh.addressing import IPV6_PREFIX
+
+log = logging.getLogger(__name__)
+
+Prefix = ipaddress.IPv4Network | ipaddress.IPv6Network
+FORWARDING = {
+    4: Path("/proc/sys/net/ipv4/ip_forward"),
+    6: Path("/proc/sys/net/ipv6/conf/all/forwarding"),
+}
+
+
+class KernelRoutes:
+    """Routes through the TUN for the approved subnets of other nodes, kept in step.
+
+    Netlink calls block (and pyroute2's synchronous API refuses to run inside
+    an event loop), so updates run in order on one worker thread: `submit`.
+    """
+
+    def __init__(self, interface: str, mesh_ipv4: ipaddress.IPv4Network) -> None:
+        self.interface = interface
+        self._covered = (mesh_ipv4, IPV6_PREFIX)
+        self.installed: set[Prefix] = set()
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gm-routes")
+
+    def submit(self, prefixes: Iterable[Prefix]) -> None:
+        self._worker.submit(self.update, tuple(prefixes))
+
+    def close(self) -> None:
+        self._worker.shutdown(wait=True, cancel_futures=True)
+
+    def update(self, prefixes: Iterable[Prefix]) -> None:
+        wanted = {
+            p
+            for p in prefixes
+            if not any(p.version == c.version and p.subnet_of(c) for c in self._covered)  # type: ignore[arg-type]
+        }
+        for prefix in sorted(self.installed - wanted, key=str):
+            self._route("del", prefix)
+        for prefix in sorted(wanted - self.installed, key=str):
+            self._route("add", prefix)
+
+    def _route(self, action: str, prefix: Prefix) -> None:
+        from pyroute2 import IPRoute
+
+        try:
+            with IPRoute() as ipr:
+                index = ipr.link_lookup(ifname=self.interface)[0]
+                ipr.route(
+                    action,
+                    dst=str(prefix.network_address),
+                    dst_len=prefix.prefixlen,
+                    oif=index,
+                    family=10 if prefix.version == 6 else 2,
+                )
+        except Exception as exc:  # NetlinkError: a route of the host's own, or gone already
+            log.warning("cannot %s the route to %s via %s: %s", action, prefix, self.interface, exc)
+            return
+        if action == "add":
+            self.installed.add(prefix)
+            log.info("route to %s via %s (a subnet router)", prefix, self.interface)
+        else:
+            self.installed.discard(prefix)
+
+
+class SubnetRouter:
+    """IP forwarding (and source NAT) while this node routes for subnets."""
+
+    def __init__(self, interface: str, routes: tuple[Prefix, ...], snat: bool) -> None:
+        self.interface = interface
+        self.routes = routes
+        self.snat = snat
+        self._saved: dict[int, str] = {}
+        self._table = f"gossipmesh_{interface}".replace("-", "_")
+
+    def start(self) -> None:
+        for version in sorted({prefix.version for prefix in self.routes}):
+            path = FORWARDING[version]
+            self._saved[version] = path.read_text().strip()
+            path.write_text("1\n")
+        if self.snat:
+            self._nft(self._snat_rules())
+        log.info(
+            "routing for %s%s",
+            ", ".join(map(str, self.routes)),
+            " with source NAT" if self.snat else "",
+        )
+
+    def _snat_rules(self) -> str:
+        lines = [
+            f"table inet {self._table} {{",
+            "  chain postrouting {",
+            "    type nat hook postrouting priority srcnat; policy accept;",
+        ]
+        for prefix in self.routes:
+            family = "ip6" if prefix.version == 6 else "ip"
+            lines.append(f'    iifname "{self.interface}" {family} daddr {prefix} masquerade')
+        lines += ["  }", "}"]
+        return "\n".join(lines) + "\n"
+
+    def _nft(self, script: str) -> None:
+        result = subprocess.run(
+            ["nft", "-f", "-"], input=script, capture_output=True, text=True, timeout=10
+        )
+        if result.returncode != 0:
+            raise OSError(f"nft refused the source NAT rules: {result.stderr.strip()}")
+
+    def close(self) -> None:
+        for version, value in self._saved.items():
+            try:
+                FORWARDING[version].write_text(value + "\n")
+            except OSError as exc:
+                log.warning("cannot restore %s: %s", FORWARDING[version], exc.strerror)
+        self._saved.clear()
+        if self.snat:
+            subprocess.run(
+                ["nft", "delete", "table", "inet", self._table],
+                capture_output=True,
+                timeout=10,
+                check=False,
+            )
