@@ -218,6 +218,14 @@ class Directory:
                     break
         return None if node_id is None else self._resolved.get(node_id)
 
+    def prefix_owners(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[bytes]:
+        """Every node routing a prefix that holds `address`, in directory order (failover)."""
+        return [
+            owner
+            for prefix, owner in self.prefixes
+            if address.version == prefix.version and address in prefix
+        ]
+
     def _derive(self, public_key: bytes) -> _Derived:
         derived = self._derived.get(public_key)
         if derived is None:

@@ -10,6 +10,7 @@ this node) are session peers with no record: their prefixes are local.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 
 from gossipmesh.directory import Directory, DirectoryChanges, Resolved
 from gossipmesh.leaves import LeafPeer
@@ -33,6 +34,8 @@ class AddressMap:
         self.leaf_peer_by_address: dict[bytes, Peer] = {}
         self._indexed: dict[bytes, tuple[Peer, tuple[bytes, ...]]] = {}
         """Node id -> its session peer and the addresses it holds in `peer_by_address`."""
+        self.alive: Callable[[bytes], bool] = lambda node_id: True
+        """Does the routing table reach this node? (set by the forwarder; picks a router)"""
         self.routed_here: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
         """Subnets behind this node (`--advertise-routes`): their packets go to the TUN too."""
 
@@ -117,15 +120,19 @@ class AddressMap:
         return peer if peer is not None else self.peer_for_prefix(raw_address)
 
     def peer_for_prefix(self, raw_address: bytes) -> Peer | None:
-        """The slow path for leaf prefixes routed by other nodes."""
+        """The slow path for prefixes routed by other nodes (leaves, subnets).
+
+        With several routers for one prefix, the first in directory order that
+        the routing table still reaches: when it dies, the next takes over.
+        """
         try:
             address = ipaddress.ip_address(raw_address)
         except ValueError:
             return None
-        entry = self.directory.lookup_address(address)
-        if entry is None or entry.node_id == self._own_id:
-            return None
-        return self._sessions.peer(entry.x25519_public_key)
+        owners = [n for n in self.directory.prefix_owners(address) if n != self._own_id]
+        chosen = next((n for n in owners if self.alive(n)), owners[0] if owners else None)
+        entry = None if chosen is None else self.directory.get(chosen)
+        return None if entry is None else self._sessions.peer(entry.x25519_public_key)
 
     def may_send_from(self, owner: bytes, source: bytes) -> bool:
         """Whether node `owner` may send from `source`: its own address or its leaves' prefix."""
@@ -135,8 +142,9 @@ class AddressMap:
             address = ipaddress.ip_address(source)
         except ValueError:
             return False
-        entry = self.directory.lookup_address(address)
-        return entry is not None and entry.node_id == owner
+        if self.directory.by_address.get(address.packed) is not None:
+            return False  # a node's own address, and not this owner's
+        return owner in self.directory.prefix_owners(address)
 
     def leaf_may_send_from(self, peer_key: bytes, source: bytes) -> bool:
         leaf = self.leaf_by_x25519.get(peer_key)

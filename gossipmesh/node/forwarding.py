@@ -69,6 +69,7 @@ class Forwarder:
         self._addresses = addresses
         self._sessions = sessions
         self._routing = routing
+        addresses.alive = lambda node_id: routing.route(node_id) is not None
         self._paths = paths
         self._outbox = outbox
         self._counters = counters

@@ -184,8 +184,18 @@ class NodeViews:
             {"prefix": str(prefix), "router": "this node", "status": "advertised"}
             for prefix in core.options.advertised_routes
         ]
+        in_use = {}
+        for prefix, _ in core.directory.prefixes:
+            peer = core.addresses.peer_for_prefix(prefix.network_address.packed)
+            in_use[prefix] = (
+                None if peer is None else core.addresses.node_by_x25519.get(peer.public_key)
+            )
         rows += [
-            {"prefix": str(prefix), "router": self.short_name(owner), "status": "approved"}
+            {
+                "prefix": str(prefix),
+                "router": self.short_name(owner),
+                "status": "in use" if in_use.get(prefix) == owner else "approved",
+            }
             for prefix, owner in core.directory.prefixes
             if owner != own_id
         ]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -76,7 +77,7 @@ def test_a_lan_host_is_reached_through_its_subnet_router(tmp_path: Path) -> None
             return {row["prefix"]: row["status"] for row in subnets(node)}
 
         wait_until(
-            lambda: routed(client) == {LAN: "approved", ROGUE_LAN: "refused"},
+            lambda: routed(client) == {LAN: "in use", ROGUE_LAN: "refused"},
             CONVERGE_TIMEOUT,
             0.2,
             "client to approve the router's subnet and refuse rogue's",
@@ -101,3 +102,48 @@ def test_a_lan_host_is_reached_through_its_subnet_router(tmp_path: Path) -> None
         dropped = json.loads(router.cli("status", "--json").stdout)["counters"]
         assert dropped.get("policy_dropped_no_rule", 0) > 0
         web.terminate()
+
+
+def test_two_routers_for_one_subnet_fail_over(tmp_path: Path) -> None:
+    require_daemon_lab("nft")
+    with NetnsLab("gmsf") as netns:
+        mesh = MeshLab(netns, tmp_path)
+        authority = Authority(tmp_path / "authority")
+        first, second, client = mesh.add_nodes("gw1", "gw2", "client")
+        lan_switch = netns.bridge("lsw")
+        host = netns.namespace("host")
+        lan_switch.attach(host, f"{LAN_HOST}/24")
+        lan_switch.attach(first.namespace, "10.77.0.1/24")
+        lan_switch.attach(second.namespace, "10.77.0.3/24")
+        certs = {
+            node: authority.certify(node, ["gateway"], routes=[LAN]) for node in (first, second)
+        }
+        certs[client] = authority.certify(client, ["dev"])
+        route = ("--advertise-routes", LAN, "--snat")
+        first.start([], *authority.up_args(certs[first]), *route)
+        second.start([first], *authority.up_args(certs[second]), *route)
+        client.start([first], *authority.up_args(certs[client]))
+        mesh.wait_full_mesh()
+        client.cli("policy", "push", str(authority.sign_policy(POLICY, "failover")))
+        wait_version([first, second, client], "policy", 1)
+
+        def in_use() -> str | None:
+            rows = [r for r in subnets(client) if r["prefix"] == LAN and r["status"] == "in use"]
+            return rows[0]["router"] if rows else None
+
+        wait_until(
+            lambda: {r["router"] for r in subnets(client) if r["prefix"] == LAN} == {"gw1", "gw2"},
+            CONVERGE_TIMEOUT,
+            0.2,
+            "both routers approved at the client",
+        )
+        ping_until(client, LAN_HOST)
+        used = in_use()
+        assert used in ("gw1", "gw2")
+        dying = first if used == "gw1" else second
+        dying.kill()  # a crash: no goodbye
+        start = time.monotonic()
+        ping_until(client, LAN_HOST, timeout=90.0)
+        failover_s = time.monotonic() - start
+        assert in_use() == ("gw2" if dying is first else "gw1")
+        print(f"\nsubnet router failover: pings answered again {failover_s:.1f} s after the crash")
