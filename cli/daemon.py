@@ -84,6 +84,18 @@ from gossipmesh.runtime.control import call_daemon
     help="Masquerade mesh traffic into the advertised subnets, so their hosts need no "
     "route back to the mesh [default: off].",
 )
+@click.option(
+    "--advertise-exit-node/--no-advertise-exit-node",
+    default=None,
+    help="Offer this host as the way out to other networks (needs a certificate made "
+    "with cert sign --exit-node); traffic leaving through it is masqueraded.",
+)
+@click.option(
+    "--exit-node",
+    metavar="NAME|off",
+    help="Send everything outside the mesh through this exit node; the underlay and "
+    "the host's own LAN routes stay as they are [default: off].",
+)
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), help="[default: info]")
 @click.option(
     "--log-format",

@@ -112,6 +112,11 @@ def _parse_routes(value: Any) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Net
     return tuple(routes)
 
 
+def _parse_exit_node(value: Any) -> str | None:
+    name = _parse_str(value)
+    return None if name.lower() == "off" else _parse_name(name)
+
+
 def _parse_network(value: Any) -> ipaddress.IPv4Network:
     return parse_ipv4_network(_parse_str(value))
 
@@ -183,6 +188,10 @@ class Settings:
     advertise_routes: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     """Subnets behind this node that it routes for (approved by its certificate)."""
     snat: bool = False
+    advertise_exit_node: bool = False
+    """Offer this host as a way out of the mesh (its certificate must allow it)."""
+    exit_node: str | None = None
+    """Send everything outside the mesh through this node (by name); None or "off": not."""
     """Masquerade mesh traffic into those subnets (their hosts then need no route back)."""
     stream_links: bool = True
     """Carry bulk traffic to other gossipmesh nodes over TCP stream links (gossipmesh.links)."""
@@ -208,6 +217,8 @@ FIELDS: dict[str, Callable[[Any], Any]] = {
     "stream_links": _parse_bool,
     "advertise_routes": _parse_routes,
     "snat": _parse_bool,
+    "advertise_exit_node": _parse_bool,
+    "exit_node": _parse_exit_node,
 }
 
 

@@ -218,10 +218,12 @@ class Directory:
                     break
         return None if node_id is None else self._resolved.get(node_id)
 
-    def prefix_owners(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[bytes]:
-        """Every node routing a prefix that holds `address`, in directory order (failover)."""
+    def prefix_owners(
+        self, address: ipaddress.IPv4Address | ipaddress.IPv6Address
+    ) -> list[tuple[Prefix, bytes]]:
+        """Every (prefix, node) routing `address`, in directory order (failover, exits)."""
         return [
-            owner
+            (prefix, owner)
             for prefix, owner in self.prefixes
             if address.version == prefix.version and address in prefix
         ]

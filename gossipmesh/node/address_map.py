@@ -35,6 +35,8 @@ class AddressMap:
         self._indexed: dict[bytes, tuple[Peer, tuple[bytes, ...]]] = {}
         """Node id -> its session peer and the addresses it holds in `peer_by_address`."""
         self.alive: Callable[[bytes], bool] = lambda node_id: True
+        self.exit_node: Callable[[], bytes | None] = lambda: None
+        """The node id of the exit this node sends its default route to (`--exit-node`)."""
         """Does the routing table reach this node? (set by the forwarder; picks a router)"""
         self.routed_here: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
         """Subnets behind this node (`--advertise-routes`): their packets go to the TUN too."""
@@ -55,6 +57,9 @@ class AddressMap:
         for leaf in options.leaves:
             self.add_leaf(leaf, now)
         self.routed_here = options.advertised_routes
+        if options.exit_node:
+            name = options.exit_node
+            self.exit_node = lambda: getattr(self.directory.lookup_name(name), "node_id", None)
 
     def routes_here(self, destination: bytes) -> bool:
         """Is `destination` in a subnet this node routes for (the kernel forwards it on)?"""
@@ -129,7 +134,11 @@ class AddressMap:
             address = ipaddress.ip_address(raw_address)
         except ValueError:
             return None
-        owners = [n for n in self.directory.prefix_owners(address) if n != self._own_id]
+        owners = [
+            owner
+            for prefix, owner in self.directory.prefix_owners(address)
+            if owner != self._own_id and (prefix.prefixlen or owner == self.exit_node())
+        ]  # a default route (an exit node's) only to the exit this node chose
         chosen = next((n for n in owners if self.alive(n)), owners[0] if owners else None)
         entry = None if chosen is None else self.directory.get(chosen)
         return None if entry is None else self._sessions.peer(entry.x25519_public_key)
@@ -144,7 +153,7 @@ class AddressMap:
             return False
         if self.directory.by_address.get(address.packed) is not None:
             return False  # a node's own address, and not this owner's
-        return owner in self.directory.prefix_owners(address)
+        return any(node == owner for _, node in self.directory.prefix_owners(address))
 
     def leaf_may_send_from(self, peer_key: bytes, source: bytes) -> bool:
         leaf = self.leaf_by_x25519.get(peer_key)

@@ -57,6 +57,8 @@ class NodeOptions:
     """Extra local addresses (the MagicDNS resolver) that leaves may reach on this host."""
     advertised_routes: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     """Subnets behind this node that it routes for (`up --advertise-routes`, issue 18)."""
+    exit_node: str | None = None
+    """The node (by name) this node sends everything outside the mesh to (`--exit-node`)."""
     authority_public_key: bytes | None = None
     """The network authority's Ed25519 key (docs/trust.md); None: a shared-secret-only network."""
     certificate: bytes = b""

@@ -126,7 +126,11 @@ class TrustGate:
         own = self.own_certificate
         if certificate is None and own is not None and own.node_public_key == record.public_key:
             certificate = own
-        return certificate is not None and certificate.grants_route(prefix)
+        if certificate is None:
+            return False
+        if prefix.prefixlen == 0:  # an exit node's default route
+            return certificate.exit_node
+        return certificate.grants_route(prefix)
 
     def _refuse(self, reason: str) -> None:
         self.refused[reason] = self.refused.get(reason, 0) + 1

@@ -41,7 +41,14 @@ from gossipmesh.runtime.heap import keep_freed_memory
 from gossipmesh.runtime.links import StreamLinks, open_link_listener
 from gossipmesh.runtime.logs import configure_logging
 from gossipmesh.runtime.node_runner import NodeRunner
-from gossipmesh.runtime.subnets import KernelRoutes, Prefix, SubnetRouter
+from gossipmesh.runtime.subnets import (
+    DEFAULT_IPV4,
+    DEFAULT_IPV6,
+    ExitRoute,
+    KernelRoutes,
+    Prefix,
+    SubnetRouter,
+)
 from gossipmesh.runtime.trust_setup import Trust, load_trust, with_network
 from gossipmesh.runtime.tun import TunDevice, TunError, open_tun
 from gossipmesh.runtime.udp import open_udp_socket
@@ -107,6 +114,7 @@ class Daemon:
         self.links: StreamLinks | None = None
         self.kernel_routes: KernelRoutes | None = None
         self.subnet_router: SubnetRouter | None = None
+        self.exit_route: ExitRoute | None = None
         self._subnets: tuple[Prefix, ...] = ()
         """The approved subnets of other nodes, as the node last reported them."""
         self.ready = False
@@ -126,7 +134,9 @@ class Daemon:
             timer_scale=settings.timer_scale,
             leaves=settings.leaf,
             service_addresses=(RESOLVER_IPV4, RESOLVER_IPV6) if settings.dns != "off" else (),
-            advertised_routes=settings.advertise_routes,
+            advertised_routes=settings.advertise_routes
+            + ((DEFAULT_IPV4, DEFAULT_IPV6) if settings.advertise_exit_node else ()),
+            exit_node=settings.exit_node,
             authority_public_key=self.trust.authority_public_key,
             certificate=self.trust.certificate,
         )
@@ -164,14 +174,20 @@ class Daemon:
             await asyncio.to_thread(add_resolver_addresses, self.tun.name)
         self.kernel_routes = KernelRoutes(self.tun.name, settings.ipv4_network)
         self.kernel_routes.submit(self._subnets)
-        if settings.advertise_routes:
-            self.subnet_router = SubnetRouter(
-                self.tun.name, settings.advertise_routes, settings.snat
-            )
+        routed = options.advertised_routes
+        if routed:
+            snat = settings.snat or settings.advertise_exit_node
+            self.subnet_router = SubnetRouter(self.tun.name, routed, snat)
             try:
                 self.subnet_router.start()
             except OSError as exc:
                 raise UsageError(f"--advertise-routes: {exc}") from None
+        if settings.exit_node is not None:
+            self.exit_route = ExitRoute(self.tun.name)
+            try:
+                await asyncio.to_thread(self.exit_route.start)
+            except OSError as exc:
+                raise UsageError(f"--exit-node: {exc}") from None
         vnet = isinstance(self.tun, OffloadTunDevice)
         self.transport.attach_tun(self.tun.fd, vnet=vnet)
         self._enable_links(loop, node, port, vnet)
@@ -243,6 +259,8 @@ class Daemon:
         loop = asyncio.get_running_loop()
         if self.subnet_router is not None:
             self.subnet_router.close()
+        if self.exit_route is not None:
+            await asyncio.to_thread(self.exit_route.close)
         if self.kernel_routes is not None:
             await asyncio.to_thread(self.kernel_routes.close)
         if self.magic_dns is not None:

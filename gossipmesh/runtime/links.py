@@ -41,6 +41,7 @@ from gossipmesh.links.frames import (
 )
 from gossipmesh.links.planner import CONNECT_TIMEOUT, AcceptedToken, ConnectOrder
 from gossipmesh.node.links import LinkSender
+from gossipmesh.runtime.udp import mark_socket
 
 log = logging.getLogger("gossipmesh.links")
 
@@ -73,6 +74,7 @@ KEEPALIVE_COUNT: Final = 3
 
 def _tune(sock: socket.socket) -> None:
     sock.setblocking(False)
+    mark_socket(sock)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     with contextlib.suppress(OSError, AttributeError):

@@ -18,10 +18,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from gossipmesh.addressing import IPV6_PREFIX
+from gossipmesh.runtime.udp import UNDERLAY_MARK
 
 log = logging.getLogger(__name__)
 
 Prefix = ipaddress.IPv4Network | ipaddress.IPv6Network
+DEFAULT_IPV4 = ipaddress.IPv4Network("0.0.0.0/0")
+DEFAULT_IPV6 = ipaddress.IPv6Network("::/0")
 FORWARDING = {
     4: Path("/proc/sys/net/ipv4/ip_forward"),
     6: Path("/proc/sys/net/ipv6/conf/all/forwarding"),
@@ -51,7 +54,8 @@ class KernelRoutes:
         wanted = {
             p
             for p in prefixes
-            if not any(p.version == c.version and p.subnet_of(c) for c in self._covered)  # type: ignore[arg-type]
+            if p.prefixlen  # an exit's default route: only through ExitRoute's own table
+            and not any(p.version == c.version and p.subnet_of(c) for c in self._covered)  # type: ignore[arg-type]
         }
         for prefix in sorted(self.installed - wanted, key=str):
             self._route("del", prefix)
@@ -137,3 +141,52 @@ class SubnetRouter:
                 timeout=10,
                 check=False,
             )
+
+
+EXIT_TABLE = 0x676D
+EXIT_RULE_PRIORITY = 5210
+
+
+class ExitRoute:
+    """This host's default route through the mesh to an exit node (`--exit-node NAME`).
+
+    As wg-quick does it: a routing table whose default route is the TUN, used
+    by every packet not marked UNDERLAY_MARK (the daemon marks its own
+    sockets, so sessions and stream links stay on the underlay), and a rule
+    before it that keeps every more specific route of the main table (the
+    LAN, the underlay subnets). Stopping removes the rules; the table's
+    routes go with the TUN.
+    """
+
+    def __init__(self, interface: str) -> None:
+        self.interface = interface
+        self._added: list[list[str]] = []
+
+    def start(self) -> None:
+        for family in ("-4", "-6"):
+            self._ip(
+                family, "route", "add", "default", "dev", self.interface, "table", str(EXIT_TABLE)
+            )
+            self._ip(family, "rule", "add", "table", "main", "suppress_prefixlength", "0",
+                     "priority", str(EXIT_RULE_PRIORITY - 1))  # fmt: skip
+            self._ip(family, "rule", "add", "not", "fwmark", str(UNDERLAY_MARK), "table",
+                     str(EXIT_TABLE), "priority", str(EXIT_RULE_PRIORITY))  # fmt: skip
+        log.info("default route through the mesh's exit node (table %d)", EXIT_TABLE)
+
+    def _ip(self, family: str, *argv: str) -> None:
+        result = subprocess.run(["ip", family, *argv], capture_output=True, text=True, timeout=10)
+        if result.returncode != 0:
+            self.close()
+            raise OSError(f"ip {family} {' '.join(argv)}: {result.stderr.strip()}")
+        if argv[0] == "rule":
+            self._added.append([family, *argv])
+
+    def close(self) -> None:
+        for family, *argv in reversed(self._added):
+            subprocess.run(
+                ["ip", family, "rule", "del", *argv[2:]],
+                capture_output=True,
+                timeout=10,
+                check=False,
+            )
+        self._added.clear()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import socket
 
@@ -29,4 +30,15 @@ def open_udp_socket(port: int, host: str = "0.0.0.0") -> socket.socket:
             raise UsageError(f"not allowed to bind UDP port {port}") from None
         raise UsageError(f"cannot bind UDP port {port}: {exc.strerror}") from None
     sock.setblocking(False)
+    mark_socket(sock)
     return sock
+
+
+UNDERLAY_MARK = 0x676D
+"""fwmark on every socket of the daemon: with an exit node in use, the policy rule
+`not fwmark UNDERLAY_MARK -> the TUN` keeps the daemon's own traffic on the underlay."""
+
+
+def mark_socket(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError, AttributeError):  # needs CAP_NET_ADMIN; tests may lack it
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, UNDERLAY_MARK)

@@ -125,3 +125,18 @@ def test_a_routed_subnet_needs_the_certificate_to_grant_it() -> None:
     assert gate.admit(plain, NOW)
     assert not gate.approves_route(plain, lan)
     assert TrustGate(None).approves_route(plain, lan)  # an open network: any member may
+
+
+def test_a_default_route_needs_the_exit_node_right() -> None:
+    gate = TrustGate(AUTHORITY.public_key)
+    default = ipaddress.ip_network("0.0.0.0/0")
+    exit_cert = sign_certificate(
+        AUTHORITY, NODE.public_key, "alpha", [], None, (), True, NOW - 60, NOW + 3600
+    )
+    exit_record = _record(exit_cert)
+    assert gate.admit(exit_record, NOW)
+    assert gate.approves_route(exit_record, default)
+    assert gate.approves_route(exit_record, ipaddress.ip_network("::/0"))
+    plain = _record(_cert(OTHER), node=OTHER)
+    assert gate.admit(plain, NOW)
+    assert not gate.approves_route(plain, default)
