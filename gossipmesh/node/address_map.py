@@ -127,16 +127,20 @@ class AddressMap:
     def peer_for_prefix(self, raw_address: bytes) -> Peer | None:
         """The slow path for prefixes routed by other nodes (leaves, subnets).
 
-        With several routers for one prefix, the first in directory order that
-        the routing table still reaches: when it dies, the next takes over.
+        The longest prefix wins; among several routers for it, the first in
+        directory order that the routing table still reaches (when it dies, the
+        next takes over); an exit's default route only for the chosen exit.
         """
         try:
             address = ipaddress.ip_address(raw_address)
         except ValueError:
             return None
+        matches = sorted(  # the most specific prefix first, then directory order
+            self.directory.prefix_owners(address), key=lambda pair: -pair[0].prefixlen
+        )
         owners = [
             owner
-            for prefix, owner in self.directory.prefix_owners(address)
+            for prefix, owner in matches
             if owner != self._own_id and (prefix.prefixlen or owner == self.exit_node())
         ]  # a default route (an exit node's) only to the exit this node chose
         chosen = next((n for n in owners if self.alive(n)), owners[0] if owners else None)
