@@ -32,7 +32,7 @@ from gossipmesh.dns.node_view import PeerTableView
 from gossipmesh.dns.service import MagicDns, resolver_config, start_magic_dns
 from gossipmesh.errors import GossipmeshError, UsageError
 from gossipmesh.identity import Identity, load_or_create_key_file
-from gossipmesh.node.events import NodeEvent, RoutedPrefixesChanged
+from gossipmesh.node.events import NodeEvent, RoutedPrefixesChanged, RoutesChanged
 from gossipmesh.node.options import MESH_MTU, NodeOptions
 from gossipmesh.runtime.busypoll import install_busy_poll
 from gossipmesh.runtime.control import ControlServer
@@ -115,6 +115,7 @@ class Daemon:
         self.kernel_routes: KernelRoutes | None = None
         self.subnet_router: SubnetRouter | None = None
         self.exit_route: ExitRoute | None = None
+        self._exit_usable = False
         self._subnets: tuple[Prefix, ...] = ()
         """The approved subnets of other nodes, as the node last reported them."""
         self.ready = False
@@ -183,11 +184,8 @@ class Daemon:
             except OSError as exc:
                 raise UsageError(f"--advertise-routes: {exc}") from None
         if settings.exit_node is not None:
-            self.exit_route = ExitRoute(self.tun.name)
-            try:
-                await asyncio.to_thread(self.exit_route.start)
-            except OSError as exc:
-                raise UsageError(f"--exit-node: {exc}") from None
+            self.exit_route = ExitRoute(self.tun.name)  # in force once the exit is reachable
+            self._check_exit()
         vnet = isinstance(self.tun, OffloadTunDevice)
         self.transport.attach_tun(self.tun.fd, vnet=vnet)
         self._enable_links(loop, node, port, vnet)
@@ -248,7 +246,24 @@ class Daemon:
         )
         self.transport.after_flush = self.links.flush
 
+    def _check_exit(self) -> None:
+        """The chosen exit approved and reachable: route through it; else the host's own."""
+        exit_route, routes, node = self.exit_route, self.kernel_routes, self.node
+        if exit_route is None or routes is None or node is None:
+            return
+        core = node.core
+        exit_id = core.addresses.exit_node()
+        usable = exit_id is not None and core.routing.route(exit_id) is not None
+        usable = usable and any(
+            owner == exit_id and prefix.prefixlen == 0 for prefix, owner in core.directory.prefixes
+        )
+        if usable != self._exit_usable:
+            self._exit_usable = usable
+            routes.run(lambda: exit_route.set_active(usable))
+
     def _on_node_event(self, event: NodeEvent) -> None:
+        if isinstance(event, RoutesChanged | RoutedPrefixesChanged):
+            self._check_exit()
         if isinstance(event, RoutedPrefixesChanged):
             self._subnets = event.prefixes
             if self.kernel_routes is not None:
@@ -259,10 +274,11 @@ class Daemon:
         loop = asyncio.get_running_loop()
         if self.subnet_router is not None:
             self.subnet_router.close()
+        if self.kernel_routes is not None:
+            await asyncio.to_thread(self.kernel_routes.close)  # finishes queued route changes
+            self.kernel_routes = None
         if self.exit_route is not None:
             await asyncio.to_thread(self.exit_route.close)
-        if self.kernel_routes is not None:
-            await asyncio.to_thread(self.kernel_routes.close)
         if self.magic_dns is not None:
             outcome = await self.magic_dns.stop()
             log.info("host DNS: %s", outcome.value)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -46,6 +46,10 @@ class KernelRoutes:
 
     def submit(self, prefixes: Iterable[Prefix]) -> None:
         self._worker.submit(self.update, tuple(prefixes))
+
+    def run(self, job: Callable[[], None]) -> None:
+        """Another routing change, in order with the route updates (the exit's rules)."""
+        self._worker.submit(job)
 
     def close(self) -> None:
         self._worker.shutdown(wait=True, cancel_futures=True)
@@ -161,6 +165,19 @@ class ExitRoute:
     def __init__(self, interface: str) -> None:
         self.interface = interface
         self._added: list[list[str]] = []
+        self.active = False
+
+    def set_active(self, active: bool) -> None:
+        """In force while the chosen exit is approved and reachable; the host's own otherwise."""
+        if active == self.active:
+            return
+        try:
+            self.start() if active else self.close()
+        except OSError as exc:
+            log.error("exit node route: %s", exc)
+            return
+        if not active:
+            log.info("the exit node is gone: the host's own default route is back")
 
     def start(self) -> None:
         for family in ("-4", "-6"):
@@ -171,6 +188,7 @@ class ExitRoute:
                      "priority", str(EXIT_RULE_PRIORITY - 1))  # fmt: skip
             self._ip(family, "rule", "add", "not", "fwmark", str(UNDERLAY_MARK), "table",
                      str(EXIT_TABLE), "priority", str(EXIT_RULE_PRIORITY))  # fmt: skip
+        self.active = True
         log.info("default route through the mesh's exit node (table %d)", EXIT_TABLE)
 
     def _ip(self, family: str, *argv: str) -> None:
@@ -190,3 +208,9 @@ class ExitRoute:
                 check=False,
             )
         self._added.clear()
+        for family in ("-4", "-6"):
+            subprocess.run(
+                ["ip", family, "route", "flush", "table", str(EXIT_TABLE)],
+                capture_output=True, timeout=10, check=False,
+            )  # fmt: skip
+        self.active = False

@@ -5,8 +5,9 @@
 host (198.51.100.2, TEST-NET-2) has no route to anything else. `client`
 runs with `--exit-node exit`: its namespace has no route to the outside at
 all, yet a TCP connection to the outside host works, the host sees the
-exit's address, the client's mesh sessions stay up, and stopping the client
-leaves its routing rules exactly as they were.
+exit's address, the client's mesh sessions stay up; when the exit dies the
+client's routing rules go back to what they were by themselves and return
+with the exit; stopping the client leaves the rules exactly as they were.
 """
 
 from __future__ import annotations
@@ -100,6 +101,18 @@ def test_a_client_reaches_the_outside_through_its_exit_node(tmp_path: Path) -> N
         ping_until(client, exit_node.ipv4)  # the mesh itself is unaffected
         assert exit_node.peer(client) is not None
 
-        client.terminate()
+        # The exit dies: the client's own routing comes back by itself (no rules left).
+        exit_node.kill()
+        wait_until(
+            lambda: client.namespace.run(["ip", "rule", "show"]).stdout == rules_before,
+            CONVERGE_TIMEOUT,
+            0.2,
+            "the client's own routing back after the exit died",
+        )
+        assert client.running()
+        exit_node.start([client], *authority.up_args(exit_cert), "--advertise-exit-node")
+        wait_until(asked, 2 * CONVERGE_TIMEOUT, 0.2, "the outside host through the restarted exit")
+
+        client.terminate()  # turning it off leaves nothing behind
         assert client.namespace.run(["ip", "rule", "show"]).stdout == rules_before
         server.terminate()
