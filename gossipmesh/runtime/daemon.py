@@ -13,6 +13,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import dataclasses
 import ipaddress
 import logging
 import os
@@ -49,7 +50,7 @@ from gossipmesh.runtime.subnets import (
     Prefix,
     SubnetRouter,
 )
-from gossipmesh.runtime.trust_setup import Trust, load_trust, with_network
+from gossipmesh.runtime.trust_setup import Trust, load_trust
 from gossipmesh.runtime.tun import TunDevice, TunError, open_tun
 from gossipmesh.runtime.udp import open_udp_socket
 from gossipmesh.statefiles import InstanceLock, StateDir, default_state_dir
@@ -421,7 +422,6 @@ def run_daemon(settings: Settings) -> None:
     """Everything `gossipmesh up` does, in the foreground, until a stop signal."""
     configure_logging(settings.log_level, settings.log_format)
     preflight()
-    settings = with_network(settings)
     keep_freed_memory()
     state = StateDir(settings.state_dir or default_state_dir(settings.interface))
     state.create()
@@ -433,6 +433,7 @@ def run_daemon(settings: Settings) -> None:
         if created:
             log.info("created a new node key at %s", key_path)
         trust = load_trust(settings, identity)
+        settings = dataclasses.replace(settings, ipv4_network=trust.ipv4_network)
         started = time.monotonic()
         asyncio.run(_serve(settings, identity, trust))
         log.info("stopped after %.0f s", time.monotonic() - started)

@@ -9,7 +9,6 @@ and (unless a secret file is given) the secret that seals the DHT.
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import logging
 import time
@@ -35,6 +34,8 @@ class Trust:
     certificate: bytes
     name: str | None
     secret: NetworkSecret
+    ipv4_network: ipaddress.IPv4Network
+    """The mesh's IPv4 range: network.json's with an authority, else the settings'."""
 
 
 def load_trust(settings: Settings, identity: Identity, now: float | None = None) -> Trust:
@@ -47,7 +48,8 @@ def load_trust(settings: Settings, identity: Identity, now: float | None = None)
             "network secret may reach every port of every node and claim any free "
             "name or address (docs/trust.md)"
         )
-        return Trust(None, b"", settings.name, _secret_file_or_open(settings.network_secret))
+        secret = _secret_file_or_open(settings.network_secret)
+        return Trust(None, b"", settings.name, secret, settings.ipv4_network)
     network = load_network_file(settings.network)
     if settings.cert is None:
         raise UsageError(
@@ -67,15 +69,8 @@ def load_trust(settings: Settings, identity: Identity, now: float | None = None)
         if settings.network_secret is not None
         else NetworkSecret(network.network_secret)
     )
-    return Trust(network.authority_public_key, certificate.encode(), name, secret)
-
-
-def with_network(settings: Settings) -> Settings:
-    """`settings` with the IPv4 range of network.json, when one is given."""
-    if settings.network is None:
-        return settings
-    return dataclasses.replace(
-        settings, ipv4_network=load_network_file(settings.network).ipv4_network
+    return Trust(
+        network.authority_public_key, certificate.encode(), name, secret, network.ipv4_network
     )
 
 
