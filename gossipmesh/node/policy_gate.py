@@ -16,10 +16,9 @@ from __future__ import annotations
 from gossipmesh.directory import Directory, DirectoryChanges
 from gossipmesh.node.trust_gate import TrustGate
 from gossipmesh.policy.filter import PacketFilter
+from gossipmesh.policy.model import Policy
 from gossipmesh.policy.peer import PeerIdentity
 from gossipmesh.policy.selectors import Network
-from gossipmesh.policy.signed import policy_from_document
-from gossipmesh.trust.document import SignedDocument
 
 
 class PolicyGate:
@@ -34,18 +33,16 @@ class PolicyGate:
         self._served = served
         self._identities: dict[bytes, PeerIdentity] = {}
         self.filter = PacketFilter(self._local())
-        self.version: int | None = None
 
     def _identity(self, node_id: bytes) -> PeerIdentity | None:
+        """A peer's certified name and groups with its own addresses (None: not admitted)."""
         entry = self._directory.get(node_id)
         certificate = self._gate.certificates.get(node_id)
-        if entry is None:
+        if entry is None or certificate is None:
             return None
         addresses = {entry.ipv6.packed}
         if entry.ipv4 is not None:
             addresses.add(entry.ipv4.packed)
-        if certificate is None:  # this node (its own certificate is in its options)
-            return None
         return PeerIdentity(certificate.name, frozenset(certificate.groups), frozenset(addresses))
 
     def _local(self) -> PeerIdentity:
@@ -76,11 +73,15 @@ class PolicyGate:
             self.filter.local = local
             self.filter.set_policy(self.filter.policy, now, self._served)
 
-    def use_policy(self, document: SignedDocument, authority_public_key: bytes, now: float) -> None:
-        """A newer verified policy document is in force: compile it for this node."""
-        policy = policy_from_document(document, authority_public_key)
+    @property
+    def version(self) -> int | None:
+        """The version of the policy in force here (None: none yet, everything new denied)."""
+        policy = self.filter.policy
+        return None if policy is None else policy.version
+
+    def use_policy(self, policy: Policy, now: float) -> None:
+        """A newer verified policy is in force: compile it for this node."""
         self.filter.set_policy(policy, now, self._served)
-        self.version = document.version
 
     # --- InboundFilter ------------------------------------------------------------------
 

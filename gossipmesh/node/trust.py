@@ -21,12 +21,13 @@ from gossipmesh.node.outbox import Outbox
 from gossipmesh.node.paths import PathSelector
 from gossipmesh.node.policy_gate import PolicyGate
 from gossipmesh.node.trust_gate import TrustGate
+from gossipmesh.policy.model import Policy
 from gossipmesh.policy.selectors import Network
-from gossipmesh.policy.signed import policy_from_document
+from gossipmesh.policy.signed import parse_policy_document
 from gossipmesh.routing.core import RoutingCore
 from gossipmesh.session.manager import SessionManager
 from gossipmesh.trust.document import DocumentKind, SignedDocument
-from gossipmesh.trust.revocation import decode_revocations
+from gossipmesh.trust.revocation import RevocationList, decode_revocations
 
 
 class NodeTrust:
@@ -62,6 +63,7 @@ class NodeTrust:
         self.documents.on_accepted = self._accepted
         self.documents.check = self._check
         self._wall_offset = wall_offset
+        self._parsed: Policy | RevocationList | None = None
         self.policy: PolicyGate | None = None
         """The policy filter; None in a network without an authority (nothing filtered)."""
         if gate.authority_public_key is not None:
@@ -80,21 +82,24 @@ class NodeTrust:
         self.exclude(self.gate.expired(wall), wall)
 
     def _check(self, document: SignedDocument) -> None:
-        """A document the authority signed must also parse, or it is refused (malformed)."""
+        """A verified, newer document must also parse, or it is refused (malformed).
+
+        The parsed content is kept for `_accepted`, which follows at once: the
+        payload is parsed once, and its signature was checked once, by the sync.
+        """
         if document.kind == DocumentKind.POLICY:
-            assert self.gate.authority_public_key is not None
-            policy_from_document(document, self.gate.authority_public_key)
+            self._parsed = parse_policy_document(document)
         elif document.kind == DocumentKind.REVOCATIONS:
-            decode_revocations(document.payload)
+            self._parsed = decode_revocations(document.payload)
 
     def _accepted(self, document: SignedDocument, source: bytes | None, now: float) -> None:
+        parsed, self._parsed = self._parsed, None
         self._outbox.request(SaveDocument(int(document.kind), document.encode()))
         self._outbox.event(DocumentAccepted(int(document.kind), document.version))
-        if document.kind == DocumentKind.REVOCATIONS:
-            self.exclude(self.gate.use_revocations(document), now + self._wall_offset)
-        elif document.kind == DocumentKind.POLICY and self.policy is not None:
-            assert self.gate.authority_public_key is not None
-            self.policy.use_policy(document, self.gate.authority_public_key, now)
+        if isinstance(parsed, RevocationList):
+            self.exclude(self.gate.use_revocations(parsed), now + self._wall_offset)
+        elif isinstance(parsed, Policy) and self.policy is not None:
+            self.policy.use_policy(parsed, now)
 
     def directory_changed(self, changes: DirectoryChanges, now: float) -> None:
         if self.policy is not None:

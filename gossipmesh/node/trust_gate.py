@@ -26,8 +26,7 @@ from gossipmesh.trust.certificate import (
     NodeCertificate,
     decode_certificate,
 )
-from gossipmesh.trust.document import SignedDocument
-from gossipmesh.trust.revocation import RevocationList, decode_revocations
+from gossipmesh.trust.revocation import RevocationList
 
 MAX_VERIFIED = 65_536
 """Certificates whose signature is remembered as verified (the set is emptied when full)."""
@@ -139,9 +138,9 @@ class TrustGate:
         certificate = self.certificates.get(node_id)
         return () if certificate is None else certificate.groups
 
-    def use_revocations(self, document: SignedDocument) -> list[bytes]:
+    def use_revocations(self, revocations: RevocationList) -> list[bytes]:
         """A newer verified revocation list: the admitted node ids it now excludes."""
-        self.revocations = decode_revocations(document.payload)
+        self.revocations = revocations
         return self._drop(
             node_id for node_id, cert in self.certificates.items() if self.revocations.revokes(cert)
         )

@@ -48,6 +48,11 @@ def sign_policy(
 def policy_from_document(document: SignedDocument, authority_public_key: bytes) -> Policy:
     """Verify a POLICY document and parse its payload; DocumentError when it cannot be used."""
     document.verify(authority_public_key, DocumentKind.POLICY)
+    return parse_policy_document(document)
+
+
+def parse_policy_document(document: SignedDocument) -> Policy:
+    """The policy of a POLICY document already verified; DocumentError (malformed) if none."""
     try:
         text = document.payload.decode("utf-8")
     except UnicodeDecodeError:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from gossipmesh.identity import Identity
 from gossipmesh.node.core import NodeCore
 from gossipmesh.policy.signed import sign_policy
 from gossipmesh.trust.certificate import sign_certificate
-from gossipmesh.trust.document import DocumentKind
+from gossipmesh.trust.document import DocumentError, DocumentKind, sign_document
 from gossipmesh.trust.revocation import RevocationList, sign_revocations
 from tests.support.loopback_mesh import echo_request
 
@@ -204,3 +206,17 @@ def test_default_deny_then_the_pushed_policy_decides_every_new_flow() -> None:
     assert not _sent_and_seen(net, web, dev, unsolicited)  # web -> dev: no rule
     assert dev.core.trust.policy.filter.counters.no_rule >= 1  # type: ignore[union-attr]
     assert not _sent_and_seen(net, dev2, dev, echo_request(dev2.core.ipv4, dev.core.ipv4, 4))
+
+
+def test_a_signed_policy_that_does_not_parse_is_refused_and_the_old_one_stays() -> None:
+    net = CoreNet(1, options=_certified())
+    net.start()
+    core = net.members[0].core
+    good = sign_policy(AUTHORITY, DEV_TO_WEB_ICMP.format(version=1), int(WALL_OFFSET))
+    core.offer_document(good.encode(), net.now)
+    broken = sign_document(AUTHORITY, DocumentKind.POLICY, 2, int(WALL_OFFSET), b"rules = 1\n")
+    with pytest.raises(DocumentError) as caught:
+        core.offer_document(broken.encode(), net.now)
+    assert caught.value.reason.value == "malformed"
+    assert core.trust.policy is not None and core.trust.policy.version == 1
+    assert core.trust.documents.held[DocumentKind.POLICY].version == 1

@@ -9,7 +9,6 @@ from gossipmesh.identity import Identity
 from gossipmesh.node.trust_gate import TrustGate
 from gossipmesh.records import NameRecord, NodeRecord
 from gossipmesh.trust.certificate import CERTIFICATE_EXTENSION, NodeCertificate, sign_certificate
-from gossipmesh.trust.document import DocumentKind, sign_document
 from gossipmesh.trust.revocation import RevocationList
 
 AUTHORITY = Identity.from_seed(b"A" * 32)
@@ -81,14 +80,8 @@ def test_revocations_and_expiry_name_the_admitted_nodes_to_exclude() -> None:
     gate = TrustGate(AUTHORITY.public_key)
     assert gate.admit(_record(_cert()), NOW)
     assert gate.expired(NOW) == []
-    document = sign_document(
-        AUTHORITY,
-        DocumentKind.REVOCATIONS,
-        1,
-        NOW,
-        RevocationList(public_keys=frozenset({NODE.public_key})).encode_payload(),
-    )
-    assert gate.use_revocations(document) == [NODE.node_id]
+    revoked = RevocationList(public_keys=frozenset({NODE.public_key}))
+    assert gate.use_revocations(revoked) == [NODE.node_id]
     assert gate.groups(NODE.node_id) == ()
 
 
