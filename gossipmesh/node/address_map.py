@@ -138,10 +138,11 @@ class AddressMap:
         matches = sorted(  # the most specific prefix first, then directory order
             self.directory.prefix_owners(address), key=lambda pair: -pair[0].prefixlen
         )
+        chosen_exit = self.exit_node()  # a name look-up: once per packet, not once per prefix
         owners = [
             owner
             for prefix, owner in matches
-            if owner != self._own_id and (prefix.prefixlen or owner == self.exit_node())
+            if owner != self._own_id and (prefix.prefixlen or owner == chosen_exit)
         ]  # a default route (an exit node's) only to the exit this node chose
         chosen = next((n for n in owners if self.alive(n)), owners[0] if owners else None)
         entry = None if chosen is None else self.directory.get(chosen)
