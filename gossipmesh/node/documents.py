@@ -46,6 +46,8 @@ MAX_REASSEMBLIES = 16
 REASSEMBLY_TIMEOUT = 30.0
 PUSH_HOLDOFF = 2.0
 """Seconds before the same document is pushed to the same peer again."""
+MAX_PUSHES_REMEMBERED = 512
+"""(peer, kind, version) pushes kept for the holdoff; the table is emptied when full."""
 ANNOUNCE_EVERY_ROUNDS = 6
 """Anti-entropy: digests to every neighbour every this many directory rounds (~30 s)."""
 
@@ -221,8 +223,8 @@ class DocumentSync:
         key = (node_id, int(document.kind), document.version)
         if now - self._pushed_at.get(key, float("-inf")) < PUSH_HOLDOFF:
             return
-        if len(self._pushed_at) > 4 * MAX_REASSEMBLIES * 8:
-            self._pushed_at.clear()
+        if len(self._pushed_at) >= MAX_PUSHES_REMEMBERED:
+            self._pushed_at.clear()  # only lets a push through early
         self._pushed_at[key] = now
         self.counters.pushed += 1
         for chunk in encode_chunks(document):
